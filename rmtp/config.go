@@ -1,0 +1,214 @@
+package rmtp
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/netip"
+	"time"
+
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// Defaults. cmd/mcp uses the same constants for its flags.
+const (
+	// DefaultSymbolSize fits a 1500-byte MTU with every header and an
+	// authentication tag, and is a multiple of 64 (PERF-NOTES.md).
+	DefaultSymbolSize = 1408
+	// DefaultK is the number of source symbols per block.
+	DefaultK = 64
+	// DefaultRateBitsPerSec is the sending rate when none is given.
+	DefaultRateBitsPerSec = 200e6
+	// DefaultLinger is how long the sender goes on answering NAKs after its
+	// last data once none are heard.
+	DefaultLinger = 2 * time.Second
+	// DefaultGRTT is the group round-trip time assumed before any is
+	// measured. MinGRTT and MaxGRTT bound every estimate.
+	DefaultGRTT = 10 * time.Millisecond
+	MinGRTT     = 1 * time.Millisecond
+	MaxGRTT     = 2 * time.Second
+	// DefaultBackoffFactor: a receiver waits a random slot of up to this
+	// many GRTTs before NAKing (RFC 5740 uses 4 as well).
+	DefaultBackoffFactor = 4.0
+	// DefaultAnnounceInterval is the period of ANNOUNCE packets.
+	DefaultAnnounceInterval = 200 * time.Millisecond
+	// DefaultTailInterval is the period of TAIL heartbeats.
+	DefaultTailInterval = 50 * time.Millisecond
+	// DefaultRepairShare is the largest share of the rate that repairs
+	// take while new data is waiting. With no new data waiting repairs
+	// take the whole rate.
+	DefaultRepairShare = 0.5
+	// DefaultWindowBytes bounds the memory a receiver spends on blocks
+	// that are not complete yet.
+	DefaultWindowBytes = 32 << 20
+	// DefaultSenderTimeout: a receiver gives up on a session whose sender
+	// has been silent this long.
+	DefaultSenderTimeout = 30 * time.Second
+	// DefaultBatch is the most packets handed to the socket in one call.
+	DefaultBatch = 64
+)
+
+// SenderConfig configures a Sender engine. Zero values mean the default.
+type SenderConfig struct {
+	// DataGroup is where DATA, ANNOUNCE and TAIL go. Required.
+	DataGroup netip.AddrPort
+	// Proactive is the number of parity symbols sent with every block
+	// before any NAK. 0 by default.
+	Proactive int
+	// RateBitsPerSec caps the sending rate including headers and repairs.
+	// If zero, DefaultRateBitsPerSec. Negative means unpaced.
+	RateBitsPerSec float64
+	// Linger: see DefaultLinger. Must not be negative.
+	Linger time.Duration
+	// GRTT is the initial group round-trip time. If zero, DefaultGRTT.
+	GRTT time.Duration
+	// BackoffFactor: see DefaultBackoffFactor. Advertised to receivers
+	// through the GRTT they are told; the sender uses it for its NAK
+	// aggregation window.
+	BackoffFactor float64
+	// AnnounceInterval and TailInterval: see the defaults.
+	AnnounceInterval time.Duration
+	TailInterval     time.Duration
+	// RepairShare: see DefaultRepairShare. In (0, 1].
+	RepairShare float64
+	// Mode is the reliability mode announced to receivers.
+	Mode wire.Mode
+	// Source is this process's source ID. If zero, random.
+	Source uint32
+	// Rand is unused by the sender today; reserved for jitter.
+	Rand *mrand.Rand
+	// Logger gets diagnostics. If nil, nothing is logged.
+	Logger *slog.Logger
+}
+
+func (c SenderConfig) withDefaults() (SenderConfig, error) {
+	if !c.DataGroup.IsValid() {
+		return c, fmt.Errorf("sender: DataGroup is required")
+	}
+	if c.Proactive < 0 || c.Proactive > wire.MaxBlockSymbols-1 {
+		return c, fmt.Errorf("sender: Proactive %d out of range [0, %d]", c.Proactive, wire.MaxBlockSymbols-1)
+	}
+	if c.RateBitsPerSec == 0 {
+		c.RateBitsPerSec = DefaultRateBitsPerSec
+	}
+	if c.Linger < 0 {
+		return c, fmt.Errorf("sender: Linger %v must not be negative", c.Linger)
+	}
+	if c.Linger == 0 {
+		c.Linger = DefaultLinger
+	}
+	if c.GRTT < 0 {
+		return c, fmt.Errorf("sender: GRTT %v must not be negative", c.GRTT)
+	}
+	if c.GRTT == 0 {
+		c.GRTT = DefaultGRTT
+	}
+	c.GRTT = min(max(c.GRTT, MinGRTT), MaxGRTT)
+	if c.BackoffFactor < 0 {
+		return c, fmt.Errorf("sender: BackoffFactor %v must not be negative", c.BackoffFactor)
+	}
+	if c.BackoffFactor == 0 {
+		c.BackoffFactor = DefaultBackoffFactor
+	}
+	if c.AnnounceInterval <= 0 {
+		c.AnnounceInterval = DefaultAnnounceInterval
+	}
+	if c.TailInterval <= 0 {
+		c.TailInterval = DefaultTailInterval
+	}
+	if c.RepairShare < 0 || c.RepairShare > 1 {
+		return c, fmt.Errorf("sender: RepairShare %v out of range (0, 1]", c.RepairShare)
+	}
+	if c.RepairShare == 0 {
+		c.RepairShare = DefaultRepairShare
+	}
+	if c.Source == 0 {
+		c.Source = randomSource()
+	}
+	if c.Rand == nil {
+		c.Rand = newRand()
+	}
+	if c.Logger == nil {
+		c.Logger = discardLogger
+	}
+	return c, nil
+}
+
+// ReceiverConfig configures a Receiver engine. Zero values mean the default.
+type ReceiverConfig struct {
+	// ControlGroup is where NAKs and STATUS go (the region group).
+	// Required unless the mode never NAKs.
+	ControlGroup netip.AddrPort
+	// Session, if set, is the only session accepted; otherwise the first
+	// one announced is taken.
+	Session wire.SessionID
+	// BackoffFactor: see DefaultBackoffFactor.
+	BackoffFactor float64
+	// WindowBytes: see DefaultWindowBytes.
+	WindowBytes int
+	// SenderTimeout: see DefaultSenderTimeout. Negative disables it.
+	SenderTimeout time.Duration
+	// GroupSizeEstimate sizes the NAK slot distribution (lambda = ln(N)+1,
+	// RFC 5740 section 5.5). If zero, 10000.
+	GroupSizeEstimate int
+	// Source is this process's source ID. If zero, random.
+	Source uint32
+	// Rand draws NAK slots. If nil, seeded from crypto/rand.
+	Rand *mrand.Rand
+	// Logger gets diagnostics. If nil, nothing is logged.
+	Logger *slog.Logger
+}
+
+func (c ReceiverConfig) withDefaults() (ReceiverConfig, error) {
+	if c.BackoffFactor < 0 {
+		return c, fmt.Errorf("receiver: BackoffFactor %v must not be negative", c.BackoffFactor)
+	}
+	if c.BackoffFactor == 0 {
+		c.BackoffFactor = DefaultBackoffFactor
+	}
+	if c.WindowBytes < 0 {
+		return c, fmt.Errorf("receiver: WindowBytes %d must not be negative", c.WindowBytes)
+	}
+	if c.WindowBytes == 0 {
+		c.WindowBytes = DefaultWindowBytes
+	}
+	if c.SenderTimeout == 0 {
+		c.SenderTimeout = DefaultSenderTimeout
+	}
+	if c.GroupSizeEstimate < 0 {
+		return c, fmt.Errorf("receiver: GroupSizeEstimate %d must not be negative", c.GroupSizeEstimate)
+	}
+	if c.GroupSizeEstimate == 0 {
+		c.GroupSizeEstimate = 10000
+	}
+	if c.Source == 0 {
+		c.Source = randomSource()
+	}
+	if c.Rand == nil {
+		c.Rand = newRand()
+	}
+	if c.Logger == nil {
+		c.Logger = discardLogger
+	}
+	return c, nil
+}
+
+var discardLogger = slog.New(slog.DiscardHandler)
+
+func randomSource() uint32 {
+	var b [4]byte
+	for {
+		rand.Read(b[:])
+		if v := binary.BigEndian.Uint32(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+func newRand() *mrand.Rand {
+	var seed [32]byte
+	rand.Read(seed[:])
+	return mrand.New(mrand.NewChaCha8(seed))
+}

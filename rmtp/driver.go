@@ -1,0 +1,276 @@
+package rmtp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// NetConfig says where a session runs. DATA, ANNOUNCE and TAIL go to
+// Group; NAK and STATUS go to the same address on port Group.Port()+1 (the
+// feedback port), so the sender never reads its own data stream back and
+// receivers read peers' NAKs on a socket of their own.
+type NetConfig struct {
+	// Interface is the multicast interface: a name ("eth0") or one of its
+	// IPv4 addresses. Required: there is no safe default on a multi-homed
+	// host.
+	Interface string
+	// Group is the data group. If zero, DefaultGroup.
+	Group netip.AddrPort
+	// TTL is the multicast TTL. If zero, DefaultTTL; -1 means 0 (this
+	// host only).
+	TTL int
+	// ReadBuffer is the socket receive buffer wanted, in bytes. If zero,
+	// DefaultReadBuffer.
+	ReadBuffer int
+	// Logger gets socket warnings. If nil, nothing is logged.
+	Logger *slog.Logger
+}
+
+// Network defaults.
+var DefaultGroup = netip.MustParseAddrPort("239.255.77.1:7700")
+
+const (
+	DefaultTTL        = 1
+	DefaultReadBuffer = 32 << 20
+	// maxRecvPacket is the receive buffer per datagram: jumbo frames fit.
+	maxRecvPacket = 9216
+	// MaxSymbolSizeOnWire is the largest symbol a receiver accepts.
+	MaxSymbolSizeOnWire = maxRecvPacket - wire.HeaderSize - wire.DataHeaderSize - wire.TagSize
+)
+
+type resolvedNet struct {
+	ifi     *net.Interface
+	ifaddr  netip.Addr
+	data    netip.AddrPort
+	control netip.AddrPort
+	ttl     int
+	rbuf    int
+	logger  *slog.Logger
+}
+
+func (n NetConfig) resolve() (resolvedNet, error) {
+	var r resolvedNet
+	ifi, addr, err := ResolveInterface(n.Interface)
+	if err != nil {
+		return r, err
+	}
+	g := n.Group
+	if !g.IsValid() {
+		g = DefaultGroup
+	}
+	if !g.Addr().Is4() || !g.Addr().IsMulticast() {
+		return r, fmt.Errorf("group %v is not an IPv4 multicast address (use 224.0.0.0/4, e.g. %v)", g, DefaultGroup)
+	}
+	if g.Port() == 0 || g.Port() == 65535 {
+		return r, fmt.Errorf("group port %d out of range [1, 65534] (port+1 carries feedback)", g.Port())
+	}
+	ttl := n.TTL
+	switch {
+	case ttl == 0:
+		ttl = DefaultTTL
+	case ttl == -1:
+		ttl = 0
+	case ttl < 0 || ttl > 255:
+		return r, fmt.Errorf("TTL %d out of range [0, 255]", n.TTL)
+	}
+	rbuf := n.ReadBuffer
+	if rbuf == 0 {
+		rbuf = DefaultReadBuffer
+	}
+	logger := n.Logger
+	if logger == nil {
+		logger = discardLogger
+	}
+	return resolvedNet{
+		ifi: ifi, ifaddr: addr, data: g,
+		control: netip.AddrPortFrom(g.Addr(), g.Port()+1),
+		ttl:     ttl, rbuf: rbuf, logger: logger,
+	}, nil
+}
+
+func (rn resolvedNet) open(bind netip.AddrPort) (*UDPConn, error) {
+	return OpenUDP(SocketConfig{
+		Interface:   rn.ifi,
+		IfAddr:      rn.ifaddr,
+		Bind:        bind,
+		Join:        []netip.Addr{bind.Addr()},
+		TTL:         rn.ttl,
+		Loopback:    true, // receivers on this host (the demo) must hear us
+		ReadBuffer:  rn.rbuf,
+		WriteBuffer: 8 << 20,
+		Logger:      rn.logger,
+	})
+}
+
+// SymbolSizeFor returns the largest symbol size, a multiple of 64 up to
+// DefaultSymbolSize, whose DATA packets fit the interface MTU unfragmented.
+func SymbolSizeFor(mtu int) int {
+	room := mtu - 28 - wire.HeaderSize - wire.DataHeaderSize - wire.TagSize // IPv4 + UDP headers
+	return max(64, min(DefaultSymbolSize, room/64*64))
+}
+
+// rxBatch is a batch of datagrams handed from a reader goroutine to the
+// engine goroutine, and back through the free channel.
+type rxBatch struct {
+	ds  []Datagram
+	n   int
+	err error
+}
+
+// readLoop reads batches from conn until it is closed or ctx ends.
+func readLoop(ctx context.Context, conn PacketConn, out chan<- *rxBatch, free chan *rxBatch) {
+	for {
+		var b *rxBatch
+		select {
+		case b = <-free:
+		case <-ctx.Done():
+			return
+		}
+		for i := range b.ds {
+			b.ds[i].Buf = b.ds[i].Buf[:cap(b.ds[i].Buf)]
+		}
+		b.n, b.err = conn.ReadBatch(b.ds)
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return
+		}
+		if b.err != nil {
+			return
+		}
+	}
+}
+
+func newRxPool(n int) chan *rxBatch {
+	free := make(chan *rxBatch, n)
+	for range n {
+		b := &rxBatch{ds: make([]Datagram, DefaultBatch)}
+		for i := range b.ds {
+			b.ds[i].Buf = make([]byte, maxRecvPacket)
+		}
+		free <- b
+	}
+	return free
+}
+
+// engine is what the driver loop needs of a Sender or Receiver.
+type engine interface {
+	HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet)
+	HandleTimer(now time.Time)
+	NextDeadline() time.Time
+}
+
+// loop is the driver shared by Send and Receive: one goroutine owns the
+// engine, reads the clock once per event, feeds it decoded packets and
+// timer ticks, and writes what it produces in batches (STYLE.md section 3).
+type loop struct {
+	now      func() time.Time
+	eng      engine
+	rx       chan *rxBatch
+	free     chan *rxBatch
+	pkt      wire.Packet
+	drop     func(reason string)
+	outgoing func(now time.Time) error // collect and write; called after every event
+	finished func(now time.Time) bool
+	progress func()
+}
+
+func (l *loop) run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	lastProgress := time.Time{}
+	for {
+		now := l.now()
+		l.eng.HandleTimer(now)
+		if err := l.outgoing(now); err != nil {
+			return err
+		}
+		if l.finished(now) {
+			return nil
+		}
+		if l.progress != nil && now.Sub(lastProgress) >= 100*time.Millisecond {
+			lastProgress = now
+			l.progress()
+		}
+		wait := time.Hour
+		if dl := l.eng.NextDeadline(); !dl.IsZero() {
+			wait = dl.Sub(now)
+		}
+		if wait <= 0 {
+			// Work is due now: take packets that are already waiting, but
+			// do not sleep.
+			select {
+			case b := <-l.rx:
+				if err := l.handle(b); err != nil {
+					return err
+				}
+			default:
+			}
+			continue
+		}
+		timer.Reset(wait)
+		select {
+		case b := <-l.rx:
+			if err := l.handle(b); err != nil {
+				return err
+			}
+		case <-timer.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+func (l *loop) handle(b *rxBatch) error {
+	now := l.now()
+	for i := range b.n {
+		d := &b.ds[i]
+		if len(d.Buf) == 0 {
+			l.drop("truncated")
+			continue
+		}
+		if err := wire.Decode(d.Buf, &l.pkt); err != nil {
+			var de *wire.DecodeError
+			if errors.As(err, &de) {
+				l.drop("decode_" + de.Reason.String())
+			} else {
+				l.drop("decode")
+			}
+			continue
+		}
+		if l.pkt.Flags&wire.FlagAuth != 0 {
+			l.drop("unexpected_auth") // keyed sessions are not supported yet
+			continue
+		}
+		l.eng.HandlePacket(now, d.Addr, &l.pkt)
+	}
+	err := b.err
+	l.free <- b
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("receive: %w", err)
+	}
+	return nil
+}
+
+// maxRSS returns the peak resident set size of this process in bytes.
+func maxRSS() uint64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return uint64(ru.Maxrss) * 1024
+}

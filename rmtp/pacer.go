@@ -1,0 +1,51 @@
+package rmtp
+
+import "time"
+
+// pacer is a token bucket in bytes. Tokens may go negative by one packet
+// so that a packet larger than the bucket still goes out; the debt is
+// paid before the next one.
+type pacer struct {
+	rate   float64 // bytes per second; <= 0: unpaced
+	burst  float64 // most tokens held, in bytes
+	tokens float64
+	last   time.Time
+}
+
+func newPacer(rateBitsPerSec float64, now time.Time) pacer {
+	p := pacer{rate: rateBitsPerSec / 8, last: now}
+	// Go timers wake about once a millisecond at best: hold 2 ms worth of
+	// tokens, and at least 32 full-size packets, so a wakeup fills a batch.
+	p.burst = max(p.rate*0.002, 32*1500)
+	p.tokens = p.burst
+	return p
+}
+
+func (p *pacer) refill(now time.Time) {
+	if p.rate <= 0 {
+		return
+	}
+	if dt := now.Sub(p.last); dt > 0 {
+		p.tokens = min(p.burst, p.tokens+p.rate*dt.Seconds())
+		p.last = now
+	}
+}
+
+// ready reports whether a packet may go now.
+func (p *pacer) ready() bool { return p.rate <= 0 || p.tokens > 0 }
+
+// spend charges n bytes.
+func (p *pacer) spend(n int) {
+	if p.rate > 0 {
+		p.tokens -= float64(n)
+	}
+}
+
+// readyAt returns when at least want bytes of tokens will be there.
+func (p *pacer) readyAt(want float64) time.Time {
+	if p.rate <= 0 || p.tokens >= want {
+		return p.last
+	}
+	want = min(want, p.burst)
+	return p.last.Add(time.Duration((want - p.tokens) / p.rate * float64(time.Second)))
+}

@@ -1,0 +1,149 @@
+package rmtp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// ReceiveOptions configures Receive.
+type ReceiveOptions struct {
+	Net NetConfig
+	// Dir is the destination directory. Required.
+	Dir string
+	// Receiver tunes the engine; its ControlGroup is filled in.
+	Receiver ReceiverConfig
+	// Progress, if set, is called about every 100 ms with file bytes
+	// complete and the total (0 until the manifest is known).
+	Progress func(done, total uint64)
+	// Now is the clock. If nil, time.Now.
+	Now func() time.Time
+	// Logger gets lifecycle and diagnostic logs. If nil, nothing is logged.
+	Logger *slog.Logger
+}
+
+// ReceiveReport summarises a receive.
+type ReceiveReport struct {
+	Session           string        `json:"session"`
+	Files             int           `json:"files"`
+	Bytes             uint64        `json:"bytes"`
+	Duration          time.Duration `json:"duration_ns"` // from the first ANNOUNCE to the end
+	GoodputBitsPerSec float64       `json:"goodput_bps"`
+	Stats             ReceiverStats `json:"stats"`
+	MaxRSSBytes       uint64        `json:"max_rss_bytes"`
+}
+
+// Receive joins the group, receives one session into opts.Dir and returns
+// once every file is verified and in place. On any failure, including ctx
+// ending, no partial file is left in place.
+func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
+	var rep ReceiveReport
+	logger := opts.Logger
+	if logger == nil {
+		logger = discardLogger
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if opts.Dir == "" {
+		return rep, fmt.Errorf("no destination directory: pass --dir")
+	}
+	if opts.Net.Logger == nil {
+		opts.Net.Logger = logger
+	}
+	rn, err := opts.Net.resolve()
+	if err != nil {
+		return rep, err
+	}
+	store, err := NewFileStore(opts.Dir)
+	if err != nil {
+		return rep, err
+	}
+	cfg := opts.Receiver
+	cfg.ControlGroup = rn.control
+	cfg.Logger = logger
+	r, err := NewReceiver(cfg, store)
+	if err != nil {
+		return rep, err
+	}
+	dataConn, err := rn.open(rn.data)
+	if err != nil {
+		return rep, err
+	}
+	defer dataConn.Close()
+	ctlConn, err := rn.open(rn.control)
+	if err != nil {
+		return rep, err
+	}
+	defer ctlConn.Close()
+	logger.Info("waiting for a session", "group", rn.data, "interface", rn.ifi.Name, "dir", opts.Dir)
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rx := make(chan *rxBatch)
+	free := newRxPool(8)
+	go readLoop(rctx, dataConn, rx, free)
+	go readLoop(rctx, ctlConn, rx, free)
+
+	var start time.Time
+	out := make([]Datagram, 0, 16)
+	l := &loop{
+		now:  now,
+		eng:  r,
+		rx:   rx,
+		free: free,
+		drop: r.Drop,
+		outgoing: func(now time.Time) error {
+			if start.IsZero() {
+				if _, ok := r.Session(); ok {
+					start = now
+				}
+			}
+			out = r.AppendOutgoing(out[:0])
+			if len(out) > 0 {
+				if _, err := ctlConn.WriteBatch(out); err != nil {
+					logger.Warn("send feedback", "err", err)
+				}
+			}
+			return nil
+		},
+		finished: func(time.Time) bool { return r.Done() || r.Err() != nil },
+	}
+	if opts.Progress != nil {
+		l.progress = func() { opts.Progress(r.Progress()) }
+	}
+	err = l.run(ctx)
+	if err == nil {
+		err = r.Err()
+	}
+	end := now()
+	st := r.Stats()
+	rep.Session, rep.Files, rep.Bytes, rep.Stats = st.Session, st.Files, st.Bytes, st
+	rep.MaxRSSBytes = maxRSS()
+	if !start.IsZero() {
+		rep.Duration = end.Sub(start)
+		if rep.Duration > 0 {
+			rep.GoodputBitsPerSec = float64(st.Bytes) * 8 / rep.Duration.Seconds()
+		}
+	}
+	if opts.Progress != nil {
+		opts.Progress(r.Progress())
+	}
+	if err != nil {
+		if aerr := store.Abort(); aerr != nil {
+			logger.Warn("cleanup", "err", aerr)
+		}
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			done, total := r.Progress()
+			if _, ok := r.Session(); !ok {
+				return rep, fmt.Errorf("no session heard on %v via %s: %w (is the sender running on this group and interface?)", rn.data, rn.ifi.Name, err)
+			}
+			return rep, fmt.Errorf("session %s incomplete (%d of %d bytes): %w; partial files removed", st.Session, done, total, err)
+		}
+		return rep, err
+	}
+	return rep, nil
+}

@@ -1,0 +1,826 @@
+package rmtp
+
+import (
+	"bytes"
+	"container/heap"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"math"
+	"net/netip"
+	"time"
+
+	"github.com/mcp-dev/mcp/fec"
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// Store receives the files of one session for a Receiver. Object n >= 1
+// is the n-th entry of the manifest that is a non-empty file (FileObjects).
+type Store interface {
+	// Prepare is called once the manifest is known, before any write. It
+	// checks the manifest against the destination (paths, free space),
+	// creates directories and may refuse the session.
+	Prepare(session wire.SessionID, m *wire.Manifest) error
+	// WriteAt writes bytes of object obj at offset off.
+	WriteAt(obj uint32, p []byte, off int64) error
+	// ReadAt reads back bytes of object obj written before.
+	ReadAt(obj uint32, p []byte, off int64) error
+	// Commit makes object obj visible under its final name. It is called
+	// once, after every byte was written and its SHA-256 verified.
+	Commit(obj uint32) error
+	// Finish is called once every object is committed: it creates empty
+	// files and applies directory times.
+	Finish() error
+	// Abort removes everything not committed. It is safe to call twice.
+	Abort() error
+}
+
+// FileObjects returns, for each object number n >= 1, the index in
+// m.Entries of its file: out[n-1]. Empty files and directories have no
+// object.
+func FileObjects(m *wire.Manifest) []int {
+	var out []int
+	for i := range m.Entries {
+		if e := &m.Entries[i]; e.Kind == wire.KindFile && e.Size > 0 {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// ReceiverStats are a Receiver's counters.
+type ReceiverStats struct {
+	Session        string            `json:"session"`
+	Files          int               `json:"files"`
+	Bytes          uint64            `json:"bytes"`
+	BytesDone      uint64            `json:"bytes_done"`
+	DataPackets    uint64            `json:"data_packets"`   // source symbols kept
+	ParityPackets  uint64            `json:"parity_packets"` // parity symbols kept
+	RepairPackets  uint64            `json:"repair_packets"` // symbols flagged as repair, kept
+	DupPackets     uint64            `json:"dup_packets"`    // symbols already held or blocks already done
+	BlocksRebuilt  uint64            `json:"blocks_rebuilt"` // blocks that needed decoding
+	NAKsSent       uint64            `json:"naks_sent"`      // NAK packets
+	NAKEntriesSent uint64            `json:"nak_entries_sent"`
+	NAKsHeard      uint64            `json:"naks_heard"`      // NAK packets from peers
+	NAKsSuppressed uint64            `json:"naks_suppressed"` // own NAKs cancelled by a peer's
+	Drops          map[string]uint64 `json:"drops"`           // packets dropped, by reason
+}
+
+// Receiver errors callers branch on.
+var (
+	// ErrSenderSilent: the sender (and any repairer) went quiet before the
+	// session was complete.
+	ErrSenderSilent = errors.New("sender silent")
+	// ErrIntegrity: a file's bytes did not match the manifest's SHA-256.
+	ErrIntegrity = errors.New("integrity check failed")
+	// ErrUnrecoverable: best-effort mode lost more than FEC could repair.
+	ErrUnrecoverable = errors.New("unrecoverable loss")
+)
+
+type rstate uint8
+
+const (
+	stateIdle    rstate = iota // not due yet, or nothing to do
+	stateBackoff               // waiting for its NAK slot
+	stateHoldoff               // NAK sent or heard: waiting for the repair
+)
+
+// rblock is a block that is not complete yet.
+type rblock struct {
+	key     blockKey
+	k       int      // source symbols
+	data    []byte   // k*symbolSize contiguous source symbols, nil until one arrives
+	syms    [][]byte // by symbol index; len 0 = missing; parity from the pool
+	have    int
+	state   rstate
+	due     bool
+	retries int
+	gen     uint32 // invalidates stale timer entries
+}
+
+// robj is a receiver's view of one object.
+type robj struct {
+	size      uint64
+	nblocks   uint32
+	done      []uint64 // bitset of complete blocks
+	ndone     uint32
+	hashNext  uint32 // blocks before this one are hashed
+	hash      hash.Hash
+	committed bool
+}
+
+func (o *robj) isDone(b uint32) bool { return o.done[b>>6]&(1<<(b&63)) != 0 }
+
+type timerEntry struct {
+	at  time.Time
+	key blockKey
+	gen uint32
+}
+
+type timerHeap []timerEntry
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timerEntry)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+type earlySym struct {
+	d       wire.Data
+	payload []byte
+}
+
+// Receiver is the receiver engine, a state machine driven by its caller
+// (STYLE.md section 3). It learns the session from ANNOUNCE, assembles the
+// manifest (object 0) and then every file, detects losses from later DATA
+// and TAIL, NAKs after a random slot unless a peer's NAK covers it, and
+// hands complete, verified files to its Store.
+type Receiver struct {
+	cfg   ReceiverConfig
+	store Store
+
+	haveSession bool
+	session     wire.SessionID
+	ann         wire.Announce
+	lay         layout
+	codec       *fec.Codec
+	grtt        time.Duration
+
+	objs        []robj
+	manifestBuf []byte
+	manifest    *wire.Manifest
+	committed   int
+
+	blocks   map[blockKey]*rblock
+	timers   timerHeap
+	frontier blockKey // every block before it has been sent
+	scanned  blockKey // every block before it has been checked for loss
+	ended    bool
+	endAt    time.Time
+
+	window    int // bytes held in incomplete blocks
+	blockPool [][]byte
+	symPool   [][]byte
+	scratch   [][]byte
+	early     []earlySym
+	earlySize int
+
+	lastTailTs uint64
+	lastTailAt time.Time
+	lastHeard  time.Time
+
+	out  []Datagram
+	nak  wire.NAK
+	hdr  wire.Header
+	done bool
+	err  error
+
+	stats ReceiverStats
+}
+
+// NewReceiver returns a receiver that writes through store.
+func NewReceiver(cfg ReceiverConfig, store Store) (*Receiver, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	r := &Receiver{
+		cfg:    cfg,
+		store:  store,
+		blocks: make(map[blockKey]*rblock),
+		grtt:   DefaultGRTT,
+	}
+	r.stats.Drops = make(map[string]uint64)
+	return r, nil
+}
+
+// Done reports whether every file is complete, verified and in place.
+func (r *Receiver) Done() bool { return r.done }
+
+// Err returns the error that ended the session, if any.
+func (r *Receiver) Err() error { return r.err }
+
+// Session returns the session ID and whether one has been chosen.
+func (r *Receiver) Session() (wire.SessionID, bool) { return r.session, r.haveSession }
+
+// Manifest returns the session's manifest once it is known, else nil.
+func (r *Receiver) Manifest() *wire.Manifest { return r.manifest }
+
+// Stats returns a snapshot of the counters.
+func (r *Receiver) Stats() ReceiverStats {
+	st := r.stats
+	st.Drops = make(map[string]uint64, len(r.stats.Drops))
+	for k, v := range r.stats.Drops {
+		st.Drops[k] = v
+	}
+	return st
+}
+
+// Drop counts a packet dropped for reason (decode failures are counted by
+// the driver through this too, so one map holds them all).
+func (r *Receiver) Drop(reason string) { r.stats.Drops[reason]++ }
+
+func (r *Receiver) fail(err error) {
+	if r.err == nil && !r.done {
+		r.err = err
+		r.cfg.Logger.Error("session failed", "session", r.session, "err", err)
+		r.queueStatus(wire.StateFailed)
+	}
+}
+
+// HandlePacket processes one decoded packet.
+func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet) {
+	if p.Source == r.cfg.Source {
+		return // our own NAK, looped back
+	}
+	if r.done || r.err != nil {
+		return
+	}
+	if !r.haveSession {
+		if p.Type != wire.TypeAnnounce {
+			r.Drop("no_session")
+			return
+		}
+		if r.cfg.Session != (wire.SessionID{}) && p.Session != r.cfg.Session {
+			r.Drop("other_session")
+			return
+		}
+		r.start(now, p)
+	}
+	if p.Session != r.session {
+		r.Drop("other_session")
+		return
+	}
+	r.lastHeard = now
+	switch p.Type {
+	case wire.TypeAnnounce:
+		if p.Announce.SymbolSize != r.ann.SymbolSize || p.Announce.K != r.ann.K || p.Announce.ManifestHash != r.ann.ManifestHash {
+			r.Drop("announce_mismatch")
+			return
+		}
+		r.setGRTT(p.Announce.GRTTMicros)
+	case wire.TypeTail:
+		r.lastTailTs, r.lastTailAt = p.Tail.Timestamp, now
+		r.setGRTT(p.Tail.GRTTMicros)
+		if p.Tail.Flags&wire.TailEnd != 0 {
+			if !r.ended {
+				r.ended, r.endAt = true, now
+			}
+			r.advance(now, blockKey{obj: uint32(len(r.objs))})
+		} else {
+			r.advance(now, blockKey{p.Tail.Object, p.Tail.Block})
+		}
+	case wire.TypeData:
+		r.handleData(now, &p.Data)
+	case wire.TypeNAK:
+		r.handlePeerNAK(now, &p.NAK)
+	}
+}
+
+// start adopts the session an ANNOUNCE describes.
+func (r *Receiver) start(now time.Time, p *wire.Packet) {
+	a := &p.Announce
+	codec, err := fec.NewCodec(int(a.SymbolSize))
+	if err != nil {
+		r.Drop("announce_bad")
+		return
+	}
+	r.haveSession = true
+	r.session = p.Session
+	r.ann = *a
+	r.lay = layout{symbolSize: int(a.SymbolSize), k: int(a.K)}
+	r.codec = codec
+	r.objs = make([]robj, a.Objects)
+	r.initObj(0, a.ManifestSize)
+	r.manifestBuf = make([]byte, a.ManifestSize)
+	r.hdr = wire.Header{Type: wire.TypeNAK, Session: r.session, Source: r.cfg.Source}
+	r.stats.Session = r.session.String()
+	r.setGRTT(a.GRTTMicros)
+	r.cfg.Logger.Info("session announced", "session", r.session, "objects", a.Objects, "mode", a.Mode, "symbol_size", a.SymbolSize, "k", a.K)
+}
+
+func (r *Receiver) initObj(i int, size uint64) {
+	o := &r.objs[i]
+	o.size = size
+	o.nblocks = r.lay.blocks(size)
+	o.done = make([]uint64, (o.nblocks+63)/64)
+}
+
+func (r *Receiver) setGRTT(us uint32) {
+	if us == 0 {
+		return
+	}
+	r.grtt = min(max(time.Duration(us)*time.Microsecond, MinGRTT), MaxGRTT)
+}
+
+// known reports whether the layout of object obj is known.
+func (r *Receiver) known(obj uint32) bool {
+	return int(obj) < len(r.objs) && (obj == 0 || r.manifest != nil)
+}
+
+func (r *Receiver) handleData(now time.Time, d *wire.Data) {
+	if int(d.Object) >= len(r.objs) {
+		r.Drop("bad_object")
+		return
+	}
+	if !r.known(d.Object) {
+		r.keepEarly(d)
+		return
+	}
+	o := &r.objs[d.Object]
+	if d.Block >= o.nblocks {
+		r.Drop("bad_block")
+		return
+	}
+	key := blockKey{d.Object, d.Block}
+	if d.Flags&wire.DataRepair == 0 {
+		// First-pass data: every block before this one has been sent.
+		defer r.advance(now, key)
+	}
+	if o.isDone(d.Block) {
+		r.stats.DupPackets++
+		return
+	}
+	k := r.lay.blockSymbols(o.size, d.Block)
+	sym := int(d.Symbol)
+	if sym >= k+fec.MaxParity(k) {
+		r.Drop("bad_symbol")
+		return
+	}
+	want := r.lay.symbolSize
+	if sym < k {
+		want = r.lay.symbolLen(o.size, d.Block, sym)
+	}
+	if len(d.Payload) != want {
+		r.Drop("bad_length")
+		return
+	}
+	b := r.blocks[key]
+	if b == nil {
+		b = &rblock{key: key, k: k}
+		r.blocks[key] = b
+	}
+	if b.data == nil {
+		need := k * r.lay.symbolSize
+		if r.window+need > r.cfg.WindowBytes {
+			r.Drop("window_full")
+			return
+		}
+		r.window += need
+		b.data = r.getBlock()[:need]
+		b.syms = make([][]byte, k, k+8)
+		for i := range b.syms {
+			b.syms[i] = b.data[i*r.lay.symbolSize : i*r.lay.symbolSize : (i+1)*r.lay.symbolSize]
+		}
+	}
+	for len(b.syms) <= sym {
+		b.syms = append(b.syms, nil)
+	}
+	if len(b.syms[sym]) != 0 {
+		r.stats.DupPackets++
+		return
+	}
+	if sym < k {
+		s := b.syms[sym][:r.lay.symbolSize]
+		n := copy(s, d.Payload)
+		clear(s[n:])
+		b.syms[sym] = s
+		r.stats.DataPackets++
+	} else {
+		s := r.getSym()
+		copy(s, d.Payload)
+		b.syms[sym] = s
+		r.window += len(s)
+		r.stats.ParityPackets++
+	}
+	if d.Flags&wire.DataRepair != 0 {
+		r.stats.RepairPackets++
+	}
+	b.have++
+	if b.have >= k {
+		r.complete(now, b)
+	}
+}
+
+// keepEarly holds file symbols that arrive before the manifest, up to a
+// bound; beyond it they are dropped and repaired later.
+func (r *Receiver) keepEarly(d *wire.Data) {
+	const maxEarly = 8 << 20
+	if r.earlySize+len(d.Payload) > maxEarly {
+		r.Drop("early_full")
+		return
+	}
+	e := earlySym{d: *d, payload: bytes.Clone(d.Payload)}
+	e.d.Payload = nil
+	r.early = append(r.early, e)
+	r.earlySize += len(d.Payload)
+}
+
+// complete decodes a block that has k symbols, writes it, and hashes what
+// can be hashed in order.
+func (r *Receiver) complete(now time.Time, b *rblock) {
+	o := &r.objs[b.key.obj]
+	missing := false
+	for i := range b.k {
+		if len(b.syms[i]) == 0 {
+			missing = true
+			break
+		}
+	}
+	if missing {
+		if err := r.codec.Rebuild(b.k, b.syms); err != nil {
+			r.fail(fmt.Errorf("rebuild object %d block %d: %w", b.key.obj, b.key.blk, err))
+			return
+		}
+		r.stats.BlocksRebuilt++
+	}
+	n := r.lay.blockBytes(o.size, b.key.blk)
+	off := r.lay.blockOffset(b.key.blk)
+	data := b.data[:n]
+	if b.key.obj == 0 {
+		copy(r.manifestBuf[off:], data)
+	} else {
+		if err := r.store.WriteAt(b.key.obj, data, int64(off)); err != nil {
+			r.fail(err)
+			return
+		}
+		r.stats.BytesDone += uint64(n)
+		if o.hash == nil {
+			o.hash = sha256.New()
+		}
+		if b.key.blk == o.hashNext {
+			o.hash.Write(data)
+			o.hashNext++
+		}
+	}
+	o.done[b.key.blk>>6] |= 1 << (b.key.blk & 63)
+	o.ndone++
+	r.release(b)
+	if b.key.obj == 0 {
+		if o.ndone == o.nblocks {
+			r.manifestDone(now)
+		}
+		return
+	}
+	r.hashForward(b.key.obj)
+	if o.ndone == o.nblocks && r.err == nil {
+		r.commit(b.key.obj)
+	}
+}
+
+// hashForward hashes, in order, blocks that completed out of order and
+// are already on disk.
+func (r *Receiver) hashForward(obj uint32) {
+	o := &r.objs[obj]
+	for o.hashNext < o.nblocks && o.isDone(o.hashNext) {
+		n := r.lay.blockBytes(o.size, o.hashNext)
+		buf := r.getBlock()[:n]
+		err := r.store.ReadAt(obj, buf, int64(r.lay.blockOffset(o.hashNext)))
+		if err == nil {
+			o.hash.Write(buf)
+		}
+		r.blockPool = append(r.blockPool, buf[:cap(buf)])
+		if err != nil {
+			r.fail(fmt.Errorf("read back object %d: %w", obj, err))
+			return
+		}
+		o.hashNext++
+	}
+}
+
+func (r *Receiver) commit(obj uint32) {
+	o := &r.objs[obj]
+	e := &r.manifest.Entries[FileObjects(r.manifest)[obj-1]]
+	var sum [32]byte
+	o.hash.Sum(sum[:0])
+	o.hash = nil
+	if sum != e.SHA256 {
+		r.fail(fmt.Errorf("%w: %s: SHA-256 %x, manifest says %x (was the file changed while it was sent?)", ErrIntegrity, e.Path, sum[:8], e.SHA256[:8]))
+		return
+	}
+	if err := r.store.Commit(obj); err != nil {
+		r.fail(err)
+		return
+	}
+	o.committed = true
+	r.committed++
+	r.cfg.Logger.Info("file verified", "session", r.session, "object", obj, "path", e.Path, "bytes", e.Size)
+	r.checkDone()
+}
+
+func (r *Receiver) checkDone() {
+	if r.manifest == nil || r.committed != len(r.objs)-1 || r.done || r.err != nil {
+		return
+	}
+	if err := r.store.Finish(); err != nil {
+		r.fail(err)
+		return
+	}
+	r.done = true
+	r.cfg.Logger.Info("session complete", "session", r.session, "files", r.stats.Files, "bytes", r.stats.Bytes)
+	r.queueStatus(wire.StateComplete)
+}
+
+// manifestDone checks and adopts the manifest once object 0 is complete.
+func (r *Receiver) manifestDone(now time.Time) {
+	if sha256.Sum256(r.manifestBuf) != r.ann.ManifestHash || wire.SessionIDOf(r.manifestBuf) != r.session {
+		r.fail(fmt.Errorf("manifest does not match its announced SHA-256"))
+		return
+	}
+	m, err := wire.ParseManifest(r.manifestBuf)
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	if m.SymbolSize != r.ann.SymbolSize || m.K != r.ann.K {
+		r.fail(fmt.Errorf("manifest layout (symbol size %d, k %d) differs from the announced one (%d, %d)", m.SymbolSize, m.K, r.ann.SymbolSize, r.ann.K))
+		return
+	}
+	objs := FileObjects(m)
+	if len(objs)+1 != len(r.objs) {
+		r.fail(fmt.Errorf("manifest lists %d file objects, announce says %d", len(objs), len(r.objs)-1))
+		return
+	}
+	if err := r.store.Prepare(r.session, m); err != nil {
+		r.fail(err)
+		return
+	}
+	r.manifest = m
+	r.manifestBuf = nil
+	for n, i := range objs {
+		r.initObj(n+1, m.Entries[i].Size)
+		r.stats.Bytes += m.Entries[i].Size
+	}
+	for i := range m.Entries {
+		if m.Entries[i].Kind == wire.KindFile {
+			r.stats.Files++
+		}
+	}
+	r.cfg.Logger.Info("manifest known", "session", r.session, "files", r.stats.Files, "bytes", r.stats.Bytes)
+	early := r.early
+	r.early, r.earlySize = nil, 0
+	for i := range early {
+		d := early[i].d
+		d.Payload = early[i].payload
+		r.handleData(now, &d)
+	}
+	r.scan(now)
+	r.checkDone() // a session of empty files and directories only
+}
+
+// release frees a block's buffers and forgets it.
+func (r *Receiver) release(b *rblock) {
+	if b.data != nil {
+		r.window -= len(b.data)
+		r.blockPool = append(r.blockPool, b.data[:cap(b.data)])
+		for i := b.k; i < len(b.syms); i++ {
+			if s := b.syms[i]; len(s) != 0 {
+				r.window -= len(s)
+				r.symPool = append(r.symPool, s)
+			}
+		}
+	}
+	b.data, b.syms = nil, nil
+	b.gen++
+	delete(r.blocks, b.key)
+}
+
+func (r *Receiver) getBlock() []byte {
+	if n := len(r.blockPool); n > 0 {
+		b := r.blockPool[n-1]
+		r.blockPool = r.blockPool[:n-1]
+		return b
+	}
+	return make([]byte, r.lay.k*r.lay.symbolSize)
+}
+
+func (r *Receiver) getSym() []byte {
+	if n := len(r.symPool); n > 0 {
+		b := r.symPool[n-1]
+		r.symPool = r.symPool[:n-1]
+		return b
+	}
+	return make([]byte, r.lay.symbolSize)
+}
+
+// advance moves the frontier: every block before to has been sent.
+func (r *Receiver) advance(now time.Time, to blockKey) {
+	if r.frontier.before(to) {
+		r.frontier = to
+	}
+	r.scan(now)
+}
+
+// scan marks blocks the frontier has passed as due, as far as their layout
+// is known (DESIGN.md, "Loss detection").
+func (r *Receiver) scan(now time.Time) {
+	for r.scanned.before(r.frontier) && r.known(r.scanned.obj) {
+		key := r.scanned
+		o := &r.objs[key.obj]
+		if key.blk >= o.nblocks {
+			r.scanned = blockKey{obj: key.obj + 1}
+			continue
+		}
+		if !o.isDone(key.blk) {
+			b := r.blocks[key]
+			if b == nil {
+				b = &rblock{key: key, k: r.lay.blockSymbols(o.size, key.blk)}
+				r.blocks[key] = b
+			}
+			b.due = true
+			if b.state == stateIdle && r.ann.Mode != wire.ModeBestEffort {
+				r.backoff(now, b)
+			}
+		}
+		r.scanned.blk++
+	}
+}
+
+// backoff schedules a block's NAK after a random slot drawn from a
+// truncated exponential over BackoffFactor GRTTs (RFC 5740 section 5.5.1):
+// most receivers draw late slots, so the earliest NAK usually goes out
+// alone and the others hear it in time to stay quiet.
+func (r *Receiver) backoff(now time.Time, b *rblock) {
+	T := r.cfg.BackoffFactor * float64(r.grtt)
+	lambda := math.Log(float64(r.cfg.GroupSizeEstimate)) + 1
+	u := r.cfg.Rand.Float64()
+	t := T / lambda * math.Log1p(u*math.Expm1(lambda))
+	b.state = stateBackoff
+	r.arm(b, now.Add(time.Duration(t)))
+}
+
+// holdoff is how long a receiver waits for a repair after a NAK for the
+// block was sent or heard: the sender's aggregation window, a round trip
+// and some margin, doubled on every retry (capped) so a busy sender is not
+// flooded.
+func (r *Receiver) holdoff(b *rblock) time.Duration {
+	base := time.Duration((r.cfg.BackoffFactor + 3) * float64(r.grtt))
+	return base << min(b.retries, 4)
+}
+
+func (r *Receiver) arm(b *rblock, at time.Time) {
+	b.gen++
+	heap.Push(&r.timers, timerEntry{at: at, key: b.key, gen: b.gen})
+}
+
+func (r *Receiver) need(b *rblock) int { return b.k - b.have }
+
+// handlePeerNAK applies damping: a peer's NAK asking for at least what we
+// need for a block cancels our pending NAK for it.
+func (r *Receiver) handlePeerNAK(now time.Time, n *wire.NAK) {
+	r.stats.NAKsHeard++
+	for i := range n.Entries {
+		e := &n.Entries[i]
+		b := r.blocks[blockKey{e.Object, e.Block}]
+		if b == nil || b.state != stateBackoff {
+			continue
+		}
+		if int(e.Need) >= r.need(b) {
+			b.state = stateHoldoff
+			r.arm(b, now.Add(r.holdoff(b)))
+			b.retries++
+			r.stats.NAKsSuppressed++
+		}
+	}
+}
+
+// NextDeadline returns when HandleTimer next has work; zero if never.
+func (r *Receiver) NextDeadline() time.Time {
+	var t time.Time
+	if len(r.timers) > 0 {
+		t = r.timers[0].at
+	}
+	if r.haveSession && !r.done && r.err == nil && r.cfg.SenderTimeout > 0 {
+		if s := r.lastHeard.Add(r.cfg.SenderTimeout); t.IsZero() || s.Before(t) {
+			t = s
+		}
+	}
+	if r.ended && r.ann.Mode == wire.ModeBestEffort && !r.done && r.err == nil {
+		if s := r.endAt.Add(bestEffortGrace); t.IsZero() || s.Before(t) {
+			t = s
+		}
+	}
+	return t
+}
+
+// bestEffortGrace is how long a best-effort receiver waits after the end
+// of the stream before declaring the loss unrecoverable.
+const bestEffortGrace = 2 * time.Second
+
+// HandleTimer sends the NAKs whose slots have come and restarts repair
+// cycles whose hold-off ran out.
+func (r *Receiver) HandleTimer(now time.Time) {
+	if r.done || r.err != nil {
+		return
+	}
+	if r.haveSession && r.cfg.SenderTimeout > 0 && !now.Before(r.lastHeard.Add(r.cfg.SenderTimeout)) {
+		r.fail(fmt.Errorf("%w for %v: %d of %d files complete", ErrSenderSilent, r.cfg.SenderTimeout, r.committed, max(len(r.objs)-1, 0)))
+		return
+	}
+	if r.ended && r.ann.Mode == wire.ModeBestEffort && !now.Before(r.endAt.Add(bestEffortGrace)) {
+		r.fail(fmt.Errorf("%w: %d blocks incomplete after the end of a best-effort stream; add proactive parity or use reliable mode", ErrUnrecoverable, len(r.blocks)))
+		return
+	}
+	r.nak.Entries = r.nak.Entries[:0]
+	const maxEntriesPerRound = 4 * wire.MaxNAKEntries
+	for len(r.timers) > 0 && !r.timers[0].at.After(now) {
+		te := heap.Pop(&r.timers).(timerEntry)
+		b := r.blocks[te.key]
+		if b == nil || b.gen != te.gen {
+			continue
+		}
+		switch b.state {
+		case stateBackoff:
+			if len(r.nak.Entries) >= maxEntriesPerRound {
+				r.arm(b, now.Add(r.holdoff(b)/4)) // next round
+				continue
+			}
+			r.addEntry(b)
+			b.state = stateHoldoff
+			r.arm(b, now.Add(r.holdoff(b)))
+			b.retries++
+		case stateHoldoff:
+			r.backoff(now, b)
+		}
+	}
+	r.flushNAK(now)
+}
+
+func (r *Receiver) addEntry(b *rblock) {
+	e := wire.NAKEntry{Object: b.key.obj, Block: b.key.blk, Need: uint16(r.need(b))}
+	ml := (b.k + 7) / 8
+	mask := make([]byte, ml)
+	for i := range b.k {
+		if i >= len(b.syms) || len(b.syms[i]) == 0 {
+			mask[i>>3] |= 1 << (i & 7)
+		}
+	}
+	e.Mask = mask
+	r.nak.Entries = append(r.nak.Entries, e)
+}
+
+// flushNAK packs the gathered entries into NAK packets that fit a
+// datagram of the session's symbol size.
+func (r *Receiver) flushNAK(now time.Time) {
+	all := r.nak.Entries
+	limit := max(r.lay.symbolSize, 512)
+	for len(all) > 0 {
+		n := wire.NAK{EchoTimestamp: r.lastTailTs}
+		if r.lastTailTs != 0 {
+			n.EchoDelayMicros = uint32(now.Sub(r.lastTailAt) / time.Microsecond)
+		}
+		size := wire.NAKHeaderSize
+		i := 0
+		for i < len(all) && i < wire.MaxNAKEntries {
+			es := wire.NAKEntrySize + len(all[i].Mask)
+			if size+es > limit && i > 0 {
+				break
+			}
+			size += es
+			i++
+		}
+		n.Entries = all[:i]
+		all = all[i:]
+		h := r.hdr
+		h.Type = wire.TypeNAK
+		b := h.Append(make([]byte, 0, wire.HeaderSize+size+wire.TagSize))
+		b = n.Append(b)
+		r.out = append(r.out, Datagram{Buf: b, Addr: r.cfg.ControlGroup})
+		r.stats.NAKsSent++
+		r.stats.NAKEntriesSent += uint64(i)
+	}
+}
+
+func (r *Receiver) queueStatus(state uint8) {
+	if !r.haveSession || !r.cfg.ControlGroup.IsValid() {
+		return
+	}
+	st := wire.Status{State: state, Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs}
+	if state == wire.StateComplete {
+		st.Complete = 1
+	} else if state == wire.StateFailed {
+		st.Failed = 1
+	}
+	h := r.hdr
+	h.Type = wire.TypeStatus
+	b := h.Append(make([]byte, 0, wire.HeaderSize+wire.StatusSize+wire.TagSize))
+	r.out = append(r.out, Datagram{Buf: st.Append(b), Addr: r.cfg.ControlGroup})
+}
+
+// AppendOutgoing moves queued packets (NAK, STATUS) to dst.
+func (r *Receiver) AppendOutgoing(dst []Datagram) []Datagram {
+	dst = append(dst, r.out...)
+	clear(r.out)
+	r.out = r.out[:0]
+	return dst
+}
+
+// Progress returns file bytes complete and the total (0 before the
+// manifest is known).
+func (r *Receiver) Progress() (done, total uint64) { return r.stats.BytesDone, r.stats.Bytes }

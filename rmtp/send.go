@@ -1,0 +1,167 @@
+package rmtp
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// SendOptions configures Send.
+type SendOptions struct {
+	Net NetConfig
+	// Paths are the files and directories to send.
+	Paths []string
+	// SymbolSize in bytes. If zero, the largest multiple of 64 up to
+	// DefaultSymbolSize that fits the interface MTU.
+	SymbolSize int
+	// K is the number of source symbols per block. If zero, DefaultK.
+	K int
+	// Sender tunes the engine; its DataGroup is filled in by Send.
+	Sender SenderConfig
+	// Progress, if set, is called about every 100 ms with first-pass
+	// bytes sent and the total.
+	Progress func(sent, total uint64)
+	// Now is the clock. If nil, time.Now.
+	Now func() time.Time
+	// Logger gets lifecycle and diagnostic logs. If nil, nothing is logged.
+	Logger *slog.Logger
+}
+
+// SendReport summarises a finished send.
+type SendReport struct {
+	Session           string            `json:"session"`
+	Files             int               `json:"files"`
+	Bytes             uint64            `json:"bytes"`
+	Duration          time.Duration     `json:"duration_ns"`
+	GoodputBitsPerSec float64           `json:"goodput_bps"`
+	Stats             SenderStats       `json:"stats"`
+	Drops             map[string]uint64 `json:"drops"`
+	MaxRSSBytes       uint64            `json:"max_rss_bytes"`
+}
+
+// Send sends the files named in opts.Paths to the group and returns when
+// the sender has lingered without hearing a NAK, or ctx ends.
+func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
+	var rep SendReport
+	logger := opts.Logger
+	if logger == nil {
+		logger = discardLogger
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if opts.Net.Logger == nil {
+		opts.Net.Logger = logger
+	}
+	rn, err := opts.Net.resolve()
+	if err != nil {
+		return rep, err
+	}
+	symSize := opts.SymbolSize
+	switch {
+	case symSize == 0:
+		symSize = SymbolSizeFor(MTU(rn.ifi))
+	case symSize < 1 || symSize > MaxSymbolSizeOnWire:
+		return rep, fmt.Errorf("symbol size %d out of range [1, %d]", symSize, MaxSymbolSizeOnWire)
+	}
+	k := opts.K
+	if k == 0 {
+		k = DefaultK
+	}
+	if k < 1 || k > wire.MaxK {
+		return rep, fmt.Errorf("k %d out of range [1, %d]", k, wire.MaxK)
+	}
+	m, files, err := BuildManifest(opts.Paths, symSize, k, logger)
+	if err != nil {
+		return rep, err
+	}
+	for i := range m.Entries {
+		if m.Entries[i].Kind == wire.KindFile {
+			rep.Files++
+			rep.Bytes += m.Entries[i].Size
+		}
+	}
+	src := NewFileSource(files)
+	defer src.Close()
+
+	conn, err := rn.open(rn.control)
+	if err != nil {
+		return rep, err
+	}
+	cfg := opts.Sender
+	cfg.DataGroup = rn.data
+	cfg.Logger = logger
+	start := now()
+	s, err := NewSender(cfg, m, src, start)
+	if err != nil {
+		conn.Close()
+		return rep, err
+	}
+	rep.Session = s.Session().String()
+	logger.Info("sending", "session", rep.Session, "files", rep.Files, "bytes", rep.Bytes,
+		"group", rn.data, "interface", rn.ifi.Name, "symbol_size", symSize, "k", k)
+
+	drops := make(map[string]uint64)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rx := make(chan *rxBatch)
+	free := newRxPool(2)
+	go readLoop(rctx, conn, rx, free)
+	defer conn.Close()
+
+	out := make([]Datagram, 0, DefaultBatch)
+	l := &loop{
+		now:  now,
+		eng:  s,
+		rx:   rx,
+		free: free,
+		drop: func(reason string) { drops[reason]++ },
+		outgoing: func(now time.Time) error {
+			for {
+				out = s.AppendOutgoing(now, out[:0])
+				if len(out) == 0 {
+					return s.Err()
+				}
+				_, err := conn.WriteBatch(out)
+				s.Recycle(out)
+				if err != nil {
+					return fmt.Errorf("send on %s: %w", rn.ifi.Name, err)
+				}
+				if len(out) < cap(out) {
+					return s.Err()
+				}
+				now = time.Now()
+				if opts.Now != nil {
+					now = opts.Now()
+				}
+			}
+		},
+		finished: func(now time.Time) bool { return s.Done(now) },
+	}
+	if opts.Progress != nil {
+		l.progress = func() { opts.Progress(s.Progress()) }
+	}
+	err = l.run(ctx)
+	if err == nil {
+		err = s.Err()
+	}
+	rep.Duration = now().Sub(start)
+	rep.Stats = s.Stats()
+	rep.Drops = drops
+	rep.MaxRSSBytes = maxRSS()
+	if rep.Duration > 0 {
+		rep.GoodputBitsPerSec = float64(rep.Bytes) * 8 / rep.Duration.Seconds()
+	}
+	if opts.Progress != nil {
+		opts.Progress(s.Progress())
+	}
+	if err != nil {
+		return rep, err
+	}
+	logger.Info("send done", "session", rep.Session, "duration", rep.Duration, "naks_heard", rep.Stats.NAKsHeard)
+	return rep, nil
+}

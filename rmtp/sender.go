@@ -1,0 +1,693 @@
+package rmtp
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/mcp-dev/mcp/fec"
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// ObjectSource supplies the bytes of file objects (object 1 upward) to a
+// Sender. ReadAt has io.ReaderAt semantics.
+type ObjectSource interface {
+	ReadAt(obj uint32, p []byte, off int64) (int, error)
+}
+
+// SenderStats are a Sender's counters.
+type SenderStats struct {
+	Session         string        `json:"session"`
+	Objects         int           `json:"objects"`
+	DataPackets     uint64        `json:"data_packets"`    // source symbols, first pass
+	ParityPackets   uint64        `json:"parity_packets"`  // proactive and repair parity
+	RetransPackets  uint64        `json:"retrans_packets"` // source symbols sent again
+	ControlPackets  uint64        `json:"control_packets"` // ANNOUNCE and TAIL
+	BytesSent       uint64        `json:"bytes_sent"`      // every packet byte handed to the socket
+	NAKsHeard       uint64        `json:"naks_heard"`      // NAK packets
+	NAKEntriesHeard uint64        `json:"nak_entries_heard"`
+	NAKsIgnored     uint64        `json:"naks_ignored"` // entries already answered or out of range
+	RepairRounds    uint64        `json:"repair_rounds"`
+	Completed       uint64        `json:"receivers_completed"` // STATUS complete heard
+	Failed          uint64        `json:"receivers_failed"`
+	GRTT            time.Duration `json:"grtt_ns"`
+}
+
+// bucket gathers NAKs for one block over the aggregation window and is
+// answered once, with the largest need heard (the XTP bucket idea,
+// DESIGN.md "Damping").
+type bucket struct {
+	key      blockKey
+	need     int
+	mask     [wire.MaxNAKMaskBytes]byte
+	deadline time.Time
+}
+
+// repairHist remembers what was sent for a block so that NAKs racing a
+// repair do not trigger it again, and which parity symbol is next.
+type repairHist struct {
+	nextParity int       // parity index not sent yet
+	lastAt     time.Time // when the last repair for the block ended
+	lastCount  int       // symbols in that repair
+}
+
+// repairJob is a bucket being answered: symbols left to send.
+type repairJob struct {
+	key    blockKey
+	k      int
+	syms   []uint16 // symbol indexes to send, in order
+	next   int
+	parity [][]byte // computed parity payloads, parallel to the parity part of syms
+}
+
+// Sender is the sender engine: a state machine with no goroutines,
+// sockets or clock of its own (STYLE.md section 3). It streams every
+// object once, answers NAKs with fresh parity, and lingers after the last
+// data until no NAK has been heard for the linger period.
+type Sender struct {
+	cfg      SenderConfig
+	lay      layout
+	codec    *fec.Codec
+	src      ObjectSource
+	manifest []byte
+	session  wire.SessionID
+	ann      wire.Announce
+	sizes    []uint64 // object sizes; sizes[0] is the manifest
+	nblocks  []uint32
+	start    time.Time
+
+	pace pacer
+	grtt grttEstimator
+
+	// Stream position: pos is the block being sent (or next to send);
+	// every block before it has been sent in full.
+	pos    blockKey
+	cur    []byte   // pos's symbols (k*symbolSize), nil until loaded
+	curK   int      // source symbols in pos
+	curSym int      // next symbol of pos to send
+	curPar [][]byte // proactive parity of pos
+	ended  bool
+	endAt  time.Time
+
+	buckets     map[blockKey]*bucket
+	bucketQueue []*bucket // in deadline order
+	jobs        []*repairJob
+	history     map[blockKey]*repairHist
+	allowance   float64 // bytes of repair allowed ahead of new data
+	lastNAK     time.Time
+	lastRepair  time.Time
+	cache       blockCache
+	symbolPool  [][]byte
+	free        [][]byte
+	statusSeen  map[uint32]uint8
+	nextAnnnc   time.Time
+	nextTail    time.Time
+	stats       SenderStats
+	err         error
+	hdr         wire.Header
+	bufSize     int
+	repairLimit float64
+}
+
+// NewSender returns a sender for the files of m, whose contents src
+// supplies. m's SymbolSize and K set the block layout.
+func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Time) (*Sender, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if m.K == 0 || int(m.K)+cfg.Proactive > wire.MaxBlockSymbols {
+		return nil, fmt.Errorf("sender: k %d with %d proactive parity symbols exceeds %d symbols per block", m.K, cfg.Proactive, wire.MaxBlockSymbols)
+	}
+	codec, err := fec.NewCodec(int(m.SymbolSize))
+	if err != nil {
+		return nil, fmt.Errorf("sender: %w", err)
+	}
+	enc := m.Append(nil)
+	if len(enc) > wire.MaxManifestSize {
+		return nil, fmt.Errorf("sender: manifest of %d bytes exceeds %d bytes; send fewer files per session", len(enc), wire.MaxManifestSize)
+	}
+	s := &Sender{
+		cfg:        cfg,
+		lay:        layout{symbolSize: int(m.SymbolSize), k: int(m.K)},
+		codec:      codec,
+		src:        src,
+		manifest:   enc,
+		session:    wire.SessionIDOf(enc),
+		start:      now,
+		pace:       newPacer(cfg.RateBitsPerSec, now),
+		grtt:       grttEstimator{grtt: cfg.GRTT},
+		buckets:    make(map[blockKey]*bucket),
+		history:    make(map[blockKey]*repairHist),
+		statusSeen: make(map[uint32]uint8),
+		nextAnnnc:  now,
+		nextTail:   now.Add(cfg.TailInterval),
+		bufSize:    wire.HeaderSize + wire.DataHeaderSize + int(m.SymbolSize) + wire.TagSize,
+	}
+	s.sizes = append(s.sizes, uint64(len(enc)))
+	for i := range m.Entries {
+		if e := &m.Entries[i]; e.Kind == wire.KindFile && e.Size > 0 {
+			s.sizes = append(s.sizes, e.Size)
+		}
+	}
+	for _, sz := range s.sizes {
+		s.nblocks = append(s.nblocks, s.lay.blocks(sz))
+	}
+	s.cache.init(32, m.K, m.SymbolSize)
+	s.hdr = wire.Header{Session: s.session, Source: cfg.Source}
+	s.ann = wire.Announce{
+		SymbolSize:     m.SymbolSize,
+		K:              m.K,
+		Codec:          wire.CodecRS8,
+		Mode:           cfg.Mode,
+		Proactive:      uint16(cfg.Proactive),
+		Objects:        uint32(len(s.sizes)),
+		ManifestSize:   uint64(len(enc)),
+		ManifestHash:   sha256.Sum256(enc),
+		RateBitsPerSec: uint64(max(cfg.RateBitsPerSec, 0)),
+	}
+	if cfg.RepairShare >= 1 {
+		s.repairLimit = -1
+	} else {
+		s.repairLimit = cfg.RepairShare / (1 - cfg.RepairShare)
+	}
+	s.stats.Session = s.session.String()
+	s.stats.Objects = len(s.sizes)
+	return s, nil
+}
+
+// Session returns the session ID.
+func (s *Sender) Session() wire.SessionID { return s.session }
+
+// Stats returns a snapshot of the counters.
+func (s *Sender) Stats() SenderStats {
+	st := s.stats
+	st.GRTT = s.grtt.grtt
+	return st
+}
+
+// Err returns the error that stopped the sender, if any (a source that
+// could not be read).
+func (s *Sender) Err() error { return s.err }
+
+// Done reports whether the sender has finished: all data sent, nothing
+// left to repair, and no NAK heard for the linger period.
+func (s *Sender) Done(now time.Time) bool {
+	if s.err != nil {
+		return true
+	}
+	return s.ended && len(s.jobs) == 0 && len(s.bucketQueue) == 0 && !now.Before(s.lingerEnd())
+}
+
+// Progress returns the bytes of file data sent in the first pass and the
+// total.
+func (s *Sender) Progress() (sent, total uint64) {
+	for i := 1; i < len(s.sizes); i++ {
+		total += s.sizes[i]
+		if uint32(i) < s.pos.obj || s.ended {
+			sent += s.sizes[i]
+		} else if uint32(i) == s.pos.obj {
+			sent += min(s.lay.blockOffset(s.pos.blk), s.sizes[i])
+		}
+	}
+	return sent, total
+}
+
+func (s *Sender) lingerEnd() time.Time {
+	t := s.endAt
+	if s.lastNAK.After(t) {
+		t = s.lastNAK
+	}
+	if s.lastRepair.After(t) {
+		t = s.lastRepair
+	}
+	return t.Add(s.cfg.Linger)
+}
+
+// aggWindow is how long NAKs for one block are gathered: one NAK slot
+// window, so every NAK of a round lands in one bucket.
+func (s *Sender) aggWindow() time.Duration {
+	return time.Duration(s.cfg.BackoffFactor * float64(s.grtt.grtt))
+}
+
+// HandlePacket processes one decoded packet from the control group.
+func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet) {
+	if p.Session != s.session || p.Source == s.cfg.Source {
+		return
+	}
+	switch p.Type {
+	case wire.TypeNAK:
+		s.handleNAK(now, &p.NAK)
+	case wire.TypeStatus:
+		s.echo(now, p.Status.EchoTimestamp, p.Status.EchoDelayMicros)
+		if prev := s.statusSeen[p.Source]; prev != p.Status.State {
+			s.statusSeen[p.Source] = p.Status.State
+			switch p.Status.State {
+			case wire.StateComplete:
+				s.stats.Completed += uint64(max(p.Status.Complete, 1))
+			case wire.StateFailed:
+				s.stats.Failed += uint64(max(p.Status.Failed, 1))
+			}
+		}
+	}
+}
+
+// echo takes a round-trip sample from an echoed TAIL timestamp.
+func (s *Sender) echo(now time.Time, ts uint64, delayMicros uint32) {
+	if ts == 0 {
+		return
+	}
+	rtt := now.Sub(s.start) - time.Duration(ts) - time.Duration(delayMicros)*time.Microsecond
+	if rtt > 0 && rtt < 2*MaxGRTT {
+		s.grtt.sample(rtt)
+	}
+}
+
+func (s *Sender) handleNAK(now time.Time, n *wire.NAK) {
+	s.stats.NAKsHeard++
+	s.lastNAK = now
+	s.echo(now, n.EchoTimestamp, n.EchoDelayMicros)
+	for i := range n.Entries {
+		e := &n.Entries[i]
+		s.stats.NAKEntriesHeard++
+		key := blockKey{e.Object, e.Block}
+		if int(e.Object) >= len(s.sizes) || e.Block >= s.nblocks[e.Object] || !key.before(s.pos) && !s.ended {
+			s.stats.NAKsIgnored++ // not sent yet, or not a block at all
+			continue
+		}
+		kb := s.lay.blockSymbols(s.sizes[e.Object], e.Block)
+		need := min(int(e.Need), kb)
+		if h := s.history[key]; h != nil && now.Sub(h.lastAt) < 2*s.grtt.grtt {
+			// The NAK may have crossed the repair just sent: count that
+			// repair as on its way.
+			if need <= h.lastCount {
+				s.stats.NAKsIgnored++
+				continue
+			}
+			need -= h.lastCount
+		}
+		b := s.buckets[key]
+		if b == nil {
+			b = &bucket{key: key, deadline: now.Add(s.aggWindow())}
+			s.buckets[key] = b
+			s.bucketQueue = append(s.bucketQueue, b)
+		}
+		b.need = max(b.need, need)
+		for j := range min(len(e.Mask), len(b.mask)) {
+			b.mask[j] |= e.Mask[j]
+		}
+	}
+}
+
+// HandleTimer runs what is due at now.
+func (s *Sender) HandleTimer(now time.Time) {
+	for len(s.bucketQueue) > 0 && !s.bucketQueue[0].deadline.After(now) {
+		b := s.bucketQueue[0]
+		s.bucketQueue = s.bucketQueue[1:]
+		delete(s.buckets, b.key)
+		s.queueRepair(b)
+	}
+	if len(s.bucketQueue) == 0 {
+		s.bucketQueue = nil // let the backing array go
+	}
+}
+
+// queueRepair turns a bucket into a job: parity symbols not sent before,
+// then, once parity is used up, the missing source symbols again.
+func (s *Sender) queueRepair(b *bucket) {
+	kb := s.lay.blockSymbols(s.sizes[b.key.obj], b.key.blk)
+	h := s.history[b.key]
+	if h == nil {
+		h = &repairHist{nextParity: s.cfg.Proactive}
+		s.history[b.key] = h
+	}
+	s.stats.RepairRounds++
+	j := &repairJob{key: b.key, k: kb}
+	maxPar := fec.MaxParity(kb)
+	for range b.need {
+		if h.nextParity >= maxPar {
+			break
+		}
+		j.syms = append(j.syms, uint16(kb+h.nextParity))
+		h.nextParity++
+	}
+	for i := 0; i < kb && len(j.syms) < b.need; i++ {
+		if wire.MaskHas(b.mask[:], i) {
+			j.syms = append(j.syms, uint16(i))
+		}
+	}
+	for i := 0; i < kb && len(j.syms) < b.need; i++ {
+		j.syms = append(j.syms, uint16(i)) // no mask: any source symbol
+	}
+	s.jobs = append(s.jobs, j)
+}
+
+// NextDeadline returns when HandleTimer or AppendOutgoing next has work.
+func (s *Sender) NextDeadline() time.Time {
+	t := s.nextAnnnc
+	if s.nextTail.Before(t) {
+		t = s.nextTail
+	}
+	if len(s.bucketQueue) > 0 && s.bucketQueue[0].deadline.Before(t) {
+		t = s.bucketQueue[0].deadline
+	}
+	if !s.ended || len(s.jobs) > 0 {
+		if r := s.pace.readyAt(16 * float64(s.bufSize)); r.Before(t) {
+			t = r
+		}
+	}
+	if s.ended {
+		if l := s.lingerEnd(); l.Before(t) {
+			t = l
+		}
+	}
+	return t
+}
+
+// AppendOutgoing appends packets that may go at now, up to cap(dst).
+func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
+	if s.err != nil {
+		return dst
+	}
+	if !now.Before(s.nextAnnnc) && len(dst) < cap(dst) {
+		dst = s.appendControl(dst, wire.TypeAnnounce, now)
+		s.nextAnnnc = now.Add(s.cfg.AnnounceInterval)
+	}
+	if !now.Before(s.nextTail) && len(dst) < cap(dst) {
+		dst = s.appendControl(dst, wire.TypeTail, now)
+		s.nextTail = now.Add(s.cfg.TailInterval)
+	}
+	s.pace.refill(now)
+	for len(dst) < cap(dst) && s.pace.ready() && s.err == nil {
+		haveRepair := len(s.jobs) > 0
+		var d Datagram
+		switch {
+		case haveRepair && (s.ended || s.repairLimit < 0 || s.allowance > 0):
+			d = s.nextRepair(now)
+			s.allowance -= float64(len(d.Buf))
+		case !s.ended:
+			d = s.nextData(now)
+			if d.Buf == nil {
+				continue // stream just ended
+			}
+			if s.repairLimit >= 0 {
+				s.allowance = min(s.allowance+float64(len(d.Buf))*s.repairLimit, 1<<20)
+			}
+		default:
+			return dst
+		}
+		if d.Buf == nil {
+			break
+		}
+		s.pace.spend(len(d.Buf))
+		s.stats.BytesSent += uint64(len(d.Buf))
+		dst = append(dst, d)
+	}
+	return dst
+}
+
+func (s *Sender) appendControl(dst []Datagram, t wire.Type, now time.Time) []Datagram {
+	h := s.hdr
+	h.Type = t
+	b := h.Append(s.getBuf())
+	switch t {
+	case wire.TypeAnnounce:
+		a := s.ann
+		a.GRTTMicros = uint32(s.grtt.grtt / time.Microsecond)
+		b = a.Append(b)
+	case wire.TypeTail:
+		tl := wire.Tail{
+			Object:     s.pos.obj,
+			Block:      s.pos.blk,
+			Timestamp:  uint64(now.Sub(s.start)) + 1,
+			GRTTMicros: uint32(s.grtt.grtt / time.Microsecond),
+		}
+		if s.ended {
+			tl.Flags = wire.TailEnd
+			tl.Object, tl.Block = uint32(len(s.sizes)), 0
+		}
+		b = tl.Append(b)
+	}
+	s.stats.ControlPackets++
+	s.stats.BytesSent += uint64(len(b))
+	return append(dst, Datagram{Buf: b, Addr: s.cfg.DataGroup})
+}
+
+// nextData returns the next packet of the first pass, or a zero Datagram
+// when the stream has just ended.
+func (s *Sender) nextData(now time.Time) Datagram {
+	if s.cur == nil {
+		if !s.loadCurrent() {
+			return Datagram{}
+		}
+	}
+	sym := s.curSym
+	var payload []byte
+	if sym < s.curK {
+		n := s.lay.symbolLen(s.sizes[s.pos.obj], s.pos.blk, sym)
+		payload = s.cur[sym*s.lay.symbolSize : sym*s.lay.symbolSize+n]
+		s.stats.DataPackets++
+	} else {
+		payload = s.curPar[sym-s.curK]
+		s.stats.ParityPackets++
+	}
+	d := s.dataPacket(s.pos, sym, 0, payload)
+	s.curSym++
+	if s.curSym >= s.curK+len(s.curPar) {
+		s.advance(now)
+	}
+	return d
+}
+
+// loadCurrent reads block pos and its proactive parity. It reports false
+// (and ends the stream) when pos is past the last object.
+func (s *Sender) loadCurrent() bool {
+	if int(s.pos.obj) >= len(s.sizes) {
+		return false
+	}
+	data, err := s.loadBlock(s.pos)
+	if err != nil {
+		s.err = err
+		return false
+	}
+	s.cur = data
+	s.cache.pin = data
+	s.curK = s.lay.blockSymbols(s.sizes[s.pos.obj], s.pos.blk)
+	s.curSym = 0
+	s.curPar = s.curPar[:0]
+	if p := min(s.cfg.Proactive, fec.MaxParity(s.curK)); p > 0 {
+		for len(s.symbolPool) < p {
+			s.symbolPool = append(s.symbolPool, make([]byte, s.lay.symbolSize))
+		}
+		s.curPar = append(s.curPar, s.symbolPool[:p]...)
+		if err := s.codec.Parity(s.symbols(data, s.curK), 0, s.curPar); err != nil {
+			s.err = fmt.Errorf("sender: parity for object %d block %d: %w", s.pos.obj, s.pos.blk, err)
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Sender) advance(now time.Time) {
+	s.cur = nil
+	s.pos.blk++
+	if s.pos.blk >= s.nblocks[s.pos.obj] {
+		s.pos = blockKey{obj: s.pos.obj + 1}
+	}
+	if int(s.pos.obj) >= len(s.sizes) {
+		s.ended = true
+		s.endAt = now
+		s.nextTail = now // tell receivers at once
+	}
+}
+
+// symbols cuts a block buffer into its k source symbols.
+func (s *Sender) symbols(data []byte, k int) [][]byte {
+	syms := make([][]byte, k)
+	for i := range syms {
+		syms[i] = data[i*s.lay.symbolSize : (i+1)*s.lay.symbolSize]
+	}
+	return syms
+}
+
+// loadBlock returns the k*symbolSize bytes of a block, zero-padded, from
+// the cache or the source.
+func (s *Sender) loadBlock(key blockKey) ([]byte, error) {
+	if b := s.cache.get(key); b != nil {
+		return b, nil
+	}
+	buf := s.cache.put(key)
+	n := s.lay.blockBytes(s.sizes[key.obj], key.blk)
+	off := s.lay.blockOffset(key.blk)
+	if key.obj == 0 {
+		copy(buf, s.manifest[off:off+uint64(n)])
+	} else if got, err := s.src.ReadAt(key.obj, buf[:n], int64(off)); got < n {
+		s.cache.drop(key)
+		return nil, fmt.Errorf("sender: read object %d at %d: %d of %d bytes: %w (did the file change while sending?)", key.obj, off, got, n, err)
+	}
+	clear(buf[n:])
+	return buf, nil
+}
+
+func (s *Sender) nextRepair(now time.Time) Datagram {
+	j := s.jobs[0]
+	if j.next == 0 {
+		// Compute the job's parity symbols in one call.
+		data, err := s.loadBlock(j.key)
+		if err != nil {
+			s.err = err
+			return Datagram{}
+		}
+		first, n := -1, 0
+		for _, sym := range j.syms {
+			if int(sym) >= j.k {
+				if first < 0 {
+					first = int(sym) - j.k
+				}
+				n++
+			}
+		}
+		if n > 0 {
+			j.parity = make([][]byte, n)
+			for i := range j.parity {
+				j.parity[i] = s.getSymbol()
+			}
+			if err := s.codec.Parity(s.symbols(data, j.k), first, j.parity); err != nil {
+				s.err = fmt.Errorf("sender: parity for object %d block %d: %w", j.key.obj, j.key.blk, err)
+				return Datagram{}
+			}
+		}
+	}
+	sym := int(j.syms[j.next])
+	var payload []byte
+	if sym >= j.k {
+		payload = j.parity[j.next] // parity entries come first in syms
+		s.stats.ParityPackets++
+	} else {
+		data, err := s.loadBlock(j.key)
+		if err != nil {
+			s.err = err
+			return Datagram{}
+		}
+		n := s.lay.symbolLen(s.sizes[j.key.obj], j.key.blk, sym)
+		payload = data[sym*s.lay.symbolSize : sym*s.lay.symbolSize+n]
+		s.stats.RetransPackets++
+	}
+	d := s.dataPacket(j.key, sym, wire.DataRepair, payload)
+	j.next++
+	if j.next == len(j.syms) {
+		s.jobs[0] = nil
+		s.jobs = s.jobs[1:]
+		if len(s.jobs) == 0 {
+			s.jobs = nil
+		}
+		for _, p := range j.parity {
+			s.symbolPool = append(s.symbolPool, p)
+		}
+		h := s.history[j.key]
+		h.lastAt, h.lastCount = now, len(j.syms)
+		s.lastRepair = now
+	}
+	return d
+}
+
+func (s *Sender) getSymbol() []byte {
+	if n := len(s.symbolPool); n > 0 {
+		b := s.symbolPool[n-1]
+		s.symbolPool = s.symbolPool[:n-1]
+		return b
+	}
+	return make([]byte, s.lay.symbolSize)
+}
+
+func (s *Sender) dataPacket(key blockKey, sym int, flags uint8, payload []byte) Datagram {
+	h := s.hdr
+	h.Type = wire.TypeData
+	b := h.Append(s.getBuf())
+	d := wire.Data{Object: key.obj, Block: key.blk, Symbol: uint16(sym), Flags: flags}
+	b = d.AppendHeader(b)
+	b = append(b, payload...)
+	return Datagram{Buf: b, Addr: s.cfg.DataGroup}
+}
+
+func (s *Sender) getBuf() []byte {
+	if n := len(s.free); n > 0 {
+		b := s.free[n-1]
+		s.free = s.free[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, s.bufSize)
+}
+
+// Recycle returns packet buffers the driver has finished with.
+func (s *Sender) Recycle(ds []Datagram) {
+	for i := range ds {
+		if cap(ds[i].Buf) >= s.bufSize && len(s.free) < 1024 {
+			s.free = append(s.free, ds[i].Buf[:0])
+		}
+		ds[i] = Datagram{}
+	}
+}
+
+// blockCache keeps the most recently used blocks so repairs of recent
+// blocks do not read the source again. Memory: entries * k * symbolSize.
+type blockCache struct {
+	keys  []blockKey
+	bufs  [][]byte
+	used  []uint64
+	valid []bool
+	clock uint64
+	size  int
+	pin   []byte // the stream's current block: never evicted
+}
+
+func (c *blockCache) init(n int, k, symbolSize uint16) {
+	c.size = int(k) * int(symbolSize)
+	c.keys = make([]blockKey, n)
+	c.bufs = make([][]byte, n)
+	c.used = make([]uint64, n)
+	c.valid = make([]bool, n)
+}
+
+func (c *blockCache) get(key blockKey) []byte {
+	for i := range c.keys {
+		if c.valid[i] && c.keys[i] == key {
+			c.clock++
+			c.used[i] = c.clock
+			return c.bufs[i]
+		}
+	}
+	return nil
+}
+
+// put claims the least recently used slot for key and returns its buffer.
+func (c *blockCache) put(key blockKey) []byte {
+	v := -1
+	for i := range c.keys {
+		if c.valid[i] && c.pin != nil && &c.bufs[i][0] == &c.pin[0] {
+			continue
+		}
+		if !c.valid[i] {
+			v = i
+			break
+		}
+		if v < 0 || c.used[i] < c.used[v] {
+			v = i
+		}
+	}
+	if c.bufs[v] == nil {
+		c.bufs[v] = make([]byte, c.size)
+	}
+	c.clock++
+	c.keys[v], c.used[v], c.valid[v] = key, c.clock, true
+	return c.bufs[v]
+}
+
+func (c *blockCache) drop(key blockKey) {
+	for i := range c.keys {
+		if c.keys[i] == key {
+			c.valid[i] = false
+		}
+	}
+}

@@ -1,0 +1,290 @@
+package rmtp
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// FileStore is the Store that writes a session's files under a directory.
+//
+// Every file operation goes through an os.Root opened on the directory,
+// so no path in a manifest, and no symlink planted in the directory, can
+// make it write outside. A file is written under a temporary name in its
+// final directory (".mcp-<session>-<object>.part"), preallocated to its
+// size, and renamed into place only after the Receiver verified its
+// SHA-256; its data is fsynced before the rename so a crash never leaves a
+// file that looks complete but is not. Modes are masked to 0777 (no
+// setuid, setgid or sticky bits). Abort removes every temporary file.
+type FileStore struct {
+	root    *os.Root
+	dir     string
+	session wire.SessionID
+	m       *wire.Manifest
+	objs    []int               // entry index of object n at objs[n-1]
+	open    map[uint32]*os.File // temporary files being written
+	temps   map[uint32]string   // temporary names, relative to dir
+	done    map[uint32]bool     // committed objects
+	opened  map[uint32]bool     // objects whose temp file was created
+	lru     []uint32            // open files, least recently used first
+	avail   func(string) (uint64, error)
+}
+
+// maxOpenFiles bounds the file descriptors a store keeps open.
+const maxOpenFiles = 128
+
+// NewFileStore returns a store writing under dir, creating dir if needed.
+func NewFileStore(dir string) (*FileStore, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create destination %s: %w", dir, err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open destination %s: %w", dir, err)
+	}
+	return &FileStore{
+		root:   root,
+		dir:    dir,
+		open:   make(map[uint32]*os.File),
+		temps:  make(map[uint32]string),
+		done:   make(map[uint32]bool),
+		opened: make(map[uint32]bool),
+		avail:  freeBytes,
+	}, nil
+}
+
+func freeBytes(dir string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// Prepare checks free space and the shape of the tree, and creates the
+// directories.
+func (s *FileStore) Prepare(session wire.SessionID, m *wire.Manifest) error {
+	s.session = session
+	s.m = m
+	s.objs = FileObjects(m)
+	var need uint64
+	for _, i := range s.objs {
+		need += m.Entries[i].Size
+	}
+	if avail, err := s.avail(s.dir); err == nil && need > avail {
+		return fmt.Errorf("%s has %d bytes free, the session needs %d: free space or choose another --dir", s.dir, avail, need)
+	}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		dir := e.Path
+		if e.Kind == wire.KindFile {
+			dir = path.Dir(e.Path)
+		}
+		if dir == "." {
+			continue
+		}
+		if err := s.mkdirAll(dir); err != nil {
+			return err
+		}
+		if e.Kind == wire.KindFile {
+			if fi, err := s.root.Lstat(e.Path); err == nil && !fi.Mode().IsRegular() {
+				return fmt.Errorf("%s: %s exists and is not a regular file; remove it or choose another --dir", s.dir, e.Path)
+			}
+		}
+	}
+	return nil
+}
+
+func (s *FileStore) mkdirAll(dir string) error {
+	fi, err := s.root.Lstat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s: %s exists and is not a directory; remove it or choose another --dir", s.dir, dir)
+		}
+		return nil
+	}
+	if parent := path.Dir(dir); parent != "." {
+		if err := s.mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := s.root.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create directory %s in %s: %w", dir, s.dir, err)
+	}
+	return nil
+}
+
+func (s *FileStore) file(obj uint32) (*os.File, error) {
+	if f := s.open[obj]; f != nil {
+		if i := slices.Index(s.lru, obj); i >= 0 {
+			s.lru = append(slices.Delete(s.lru, i, i+1), obj)
+		}
+		return f, nil
+	}
+	if obj == 0 || int(obj) > len(s.objs) {
+		return nil, fmt.Errorf("no file object %d", obj)
+	}
+	e := &s.m.Entries[s.objs[obj-1]]
+	tmp := path.Join(path.Dir(e.Path), fmt.Sprintf(".mcp-%s-%d.part", s.session, obj))
+	flags := os.O_RDWR | os.O_CREATE
+	if !s.opened[obj] {
+		flags |= os.O_TRUNC
+	}
+	f, err := s.root.OpenFile(tmp, flags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create %s in %s: %w", tmp, s.dir, err)
+	}
+	if !s.opened[obj] {
+		s.opened[obj] = true
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, int64(e.Size)); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+			f.Close()
+			s.root.Remove(tmp)
+			if errors.Is(err, unix.ENOSPC) {
+				return nil, fmt.Errorf("no space in %s for %s (%d bytes): free space or choose another --dir", s.dir, e.Path, e.Size)
+			}
+			return nil, fmt.Errorf("preallocate %s: %w", e.Path, err)
+		}
+	}
+	s.temps[obj] = tmp
+	s.open[obj] = f
+	s.lru = append(s.lru, obj)
+	if len(s.lru) > maxOpenFiles {
+		old := s.lru[0]
+		s.lru = s.lru[1:]
+		s.open[old].Close()
+		delete(s.open, old)
+	}
+	return f, nil
+}
+
+// WriteAt writes bytes of object obj.
+func (s *FileStore) WriteAt(obj uint32, p []byte, off int64) error {
+	f, err := s.file(obj)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(p, off); err != nil {
+		if errors.Is(err, unix.ENOSPC) {
+			return fmt.Errorf("no space left in %s writing %s: free space and receive again", s.dir, s.m.Entries[s.objs[obj-1]].Path)
+		}
+		return fmt.Errorf("write %s: %w", s.m.Entries[s.objs[obj-1]].Path, err)
+	}
+	return nil
+}
+
+// ReadAt reads back bytes of object obj.
+func (s *FileStore) ReadAt(obj uint32, p []byte, off int64) error {
+	f, err := s.file(obj)
+	if err != nil {
+		return err
+	}
+	_, err = f.ReadAt(p, off)
+	return err
+}
+
+// Commit syncs, sets mode and mtime, and renames object obj into place.
+func (s *FileStore) Commit(obj uint32) error {
+	f, err := s.file(obj)
+	if err != nil {
+		return err
+	}
+	e := &s.m.Entries[s.objs[obj-1]]
+	tmp := s.temps[obj]
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	delete(s.open, obj)
+	if i := slices.Index(s.lru, obj); i >= 0 {
+		s.lru = slices.Delete(s.lru, i, i+1)
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", e.Path, err)
+	}
+	if err := s.place(tmp, e); err != nil {
+		return err
+	}
+	s.done[obj] = true
+	return nil
+}
+
+// place applies mode and mtime to a finished temporary file and renames it.
+func (s *FileStore) place(tmp string, e *wire.Entry) error {
+	if err := s.root.Chmod(tmp, fs.FileMode(e.Mode&0o777)); err != nil {
+		return fmt.Errorf("chmod %s: %w", e.Path, err)
+	}
+	mt := time.Unix(0, e.Mtime)
+	if err := s.root.Chtimes(tmp, mt, mt); err != nil {
+		return fmt.Errorf("set times of %s: %w", e.Path, err)
+	}
+	if err := s.root.Rename(tmp, e.Path); err != nil {
+		return fmt.Errorf("rename %s into place in %s: %w", e.Path, s.dir, err)
+	}
+	return nil
+}
+
+// Finish creates the empty files and applies directory modes and times,
+// deepest first.
+func (s *FileStore) Finish() error {
+	for i := range s.m.Entries {
+		e := &s.m.Entries[i]
+		if e.Kind != wire.KindFile || e.Size != 0 {
+			continue
+		}
+		tmp := path.Join(path.Dir(e.Path), fmt.Sprintf(".mcp-%s-e%d.part", s.session, i))
+		f, err := s.root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", e.Path, err)
+		}
+		f.Close()
+		if err := s.place(tmp, e); err != nil {
+			s.root.Remove(tmp)
+			return err
+		}
+	}
+	var dirs []*wire.Entry
+	for i := range s.m.Entries {
+		if s.m.Entries[i].Kind == wire.KindDir {
+			dirs = append(dirs, &s.m.Entries[i])
+		}
+	}
+	slices.SortFunc(dirs, func(a, b *wire.Entry) int { return len(b.Path) - len(a.Path) })
+	for _, e := range dirs {
+		mt := time.Unix(0, e.Mtime)
+		if err := s.root.Chmod(e.Path, fs.FileMode(e.Mode&0o777)|fs.ModeDir); err != nil {
+			return fmt.Errorf("chmod directory %s: %w", e.Path, err)
+		}
+		if err := s.root.Chtimes(e.Path, mt, mt); err != nil {
+			return fmt.Errorf("set times of directory %s: %w", e.Path, err)
+		}
+	}
+	return s.root.Close()
+}
+
+// Abort removes every temporary file not committed.
+func (s *FileStore) Abort() error {
+	for obj, f := range s.open {
+		f.Close()
+		delete(s.open, obj)
+	}
+	s.lru = nil
+	var first error
+	for obj, tmp := range s.temps {
+		if s.done[obj] {
+			continue
+		}
+		if err := s.root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
+			first = fmt.Errorf("remove temporary %s: %w", tmp, err)
+		}
+		delete(s.temps, obj)
+	}
+	return first
+}

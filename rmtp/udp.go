@@ -1,0 +1,530 @@
+//go:build linux
+
+package rmtp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// udpMaxBatch is the most datagrams passed to one recvmmsg or sendmmsg
+// call. Larger WriteBatch calls loop; larger ReadBatch calls return at most
+// this many. PERF-NOTES "Sockets": sendmmsg gains little beyond 64.
+const udpMaxBatch = 64
+
+// udpMaxDests bounds the cache of *net.UDPAddr destinations. A session
+// sends to one or two addresses; the bound only matters if a caller sends
+// unicast to many peers, and then the cache is simply cleared and refilled.
+const udpMaxDests = 16
+
+// SocketConfig says how to open a multicast UDP socket.
+type SocketConfig struct {
+	// Interface is the multicast interface: groups are joined on it and
+	// multicast is sent through it (IP_MULTICAST_IF). Required.
+	Interface *net.Interface
+	// IfAddr is Interface's IPv4 address, as ResolveInterface returns it.
+	// If set, it is the source address of multicast we send (given with
+	// IP_MULTICAST_IF); if not, the kernel picks one. Joins go by
+	// interface index.
+	IfAddr netip.Addr
+	// Bind is the local address to bind: a multicast group:port to
+	// receive that group (the socket then gets only datagrams sent to that
+	// group, even if other sockets on the host joined others), 0.0.0.0:port
+	// to receive every group in Join on that port, or 0.0.0.0:0 for a
+	// send-only socket. IPv4 only.
+	Bind netip.AddrPort
+	// Join lists the IPv4 multicast groups to join on Interface.
+	Join []netip.Addr
+	// TTL is the multicast TTL, 0..255. 0 keeps packets on this host;
+	// 1 keeps them on the local link.
+	TTL int
+	// Loopback sets IP_MULTICAST_LOOP: deliver our own multicast to
+	// sockets on this host.
+	Loopback bool
+	// ReadBuffer is the receive buffer wanted, in bytes, as the kernel
+	// counts it (getsockopt SO_RCVBUF): a 1400-byte datagram uses about
+	// 2.3 KB of it. 0 leaves the system default. Must not be negative.
+	ReadBuffer int
+	// WriteBuffer is the send buffer wanted, in bytes, counted the same
+	// way. 0 leaves the system default. Must not be negative.
+	WriteBuffer int
+	// Logger gets one Warn per buffer the kernel grants smaller than
+	// asked. If nil, nothing is logged.
+	Logger *slog.Logger
+
+	// noForceBuffers skips SO_RCVBUFFORCE/SO_SNDBUFFORCE, so tests
+	// running as root can exercise the capped path.
+	noForceBuffers bool
+}
+
+// SocketStats is a snapshot of a UDPConn's buffer sizes and counters.
+type SocketStats struct {
+	// ReadBufferBytes is the receive buffer the kernel granted, in bytes,
+	// as getsockopt(SO_RCVBUF) reports it: its limit on queued packet
+	// memory, per-packet overhead included.
+	ReadBufferBytes int
+	// WriteBufferBytes is the send buffer granted (SO_SNDBUF), likewise.
+	WriteBufferBytes int
+	// Truncated counts datagrams larger than the buffer ReadBatch was
+	// given. They were returned with length 0.
+	Truncated uint64
+}
+
+// UDPConn is a multicast UDP socket over golang.org/x/net/ipv4 that reads
+// and writes in batches (recvmmsg/sendmmsg). It implements PacketConn.
+//
+// ReadBatch and WriteBatch may run concurrently with each other and with
+// Close; concurrent calls of the same method are serialised. Neither
+// allocates in steady state except what x/net forces on reads (see
+// ReadBatch).
+type UDPConn struct {
+	conn   *net.UDPConn
+	pc     *ipv4.PacketConn
+	ifname string
+	local  netip.AddrPort
+	rbuf   int // granted SO_RCVBUF, bytes
+	wbuf   int // granted SO_SNDBUF, bytes
+
+	truncated atomic.Uint64
+	closed    atomic.Bool
+
+	readMu sync.Mutex
+	rmsgs  []ipv4.Message // guarded by readMu; each has one Buffers slot
+
+	writeMu sync.Mutex
+	wmsgs   []ipv4.Message                  // guarded by writeMu; each has one Buffers slot
+	dests   map[netip.AddrPort]*net.UDPAddr // guarded by writeMu
+}
+
+var _ PacketConn = (*UDPConn)(nil)
+
+// OpenUDP opens a UDP socket as cfg says: SO_REUSEADDR (so several
+// processes on one host can bind the same group:port), IP_MULTICAST_ALL
+// off (so a socket gets only the groups it joined itself), buffers sized,
+// groups joined, and the multicast interface, TTL and loopback set.
+func OpenUDP(cfg SocketConfig) (*UDPConn, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	ifi := cfg.Interface
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	bind := netip.AddrPortFrom(cfg.Bind.Addr().Unmap(), cfg.Bind.Port())
+	if !bind.Addr().IsValid() {
+		bind = netip.AddrPortFrom(netip.IPv4Unspecified(), cfg.Bind.Port())
+	}
+	conn, err := listenUDP4(bind)
+	if err != nil {
+		return nil, fmt.Errorf("open UDP socket on %s for interface %s: %w", bind, ifi.Name, err)
+	}
+	c := &UDPConn{
+		conn:   conn,
+		pc:     ipv4.NewPacketConn(conn),
+		ifname: ifi.Name,
+		dests:  make(map[netip.AddrPort]*net.UDPAddr),
+	}
+	if err := c.setup(cfg, log); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c.rmsgs = newMessages(udpMaxBatch)
+	c.wmsgs = newMessages(udpMaxBatch)
+	return c, nil
+}
+
+// check validates cfg. OpenUDP's caller gets these errors unchanged.
+func (cfg *SocketConfig) check() error {
+	if cfg.Interface == nil {
+		return errors.New("no multicast interface: set SocketConfig.Interface (see ResolveInterface)")
+	}
+	if cfg.TTL < 0 || cfg.TTL > 255 {
+		return fmt.Errorf("multicast TTL %d out of range: SocketConfig.TTL must be 0..255", cfg.TTL)
+	}
+	if cfg.ReadBuffer < 0 || cfg.WriteBuffer < 0 {
+		return fmt.Errorf("socket buffer sizes must not be negative (ReadBuffer %d, WriteBuffer %d)", cfg.ReadBuffer, cfg.WriteBuffer)
+	}
+	if a := cfg.Bind.Addr().Unmap(); a.IsValid() && !a.Is4() {
+		return fmt.Errorf("bind address %s is not IPv4: mcp uses IPv4 multicast", cfg.Bind)
+	}
+	for _, g := range cfg.Join {
+		if g = g.Unmap(); !g.Is4() || !g.IsMulticast() {
+			return fmt.Errorf("cannot join %s: not an IPv4 multicast group (224.0.0.0/4)", g)
+		}
+	}
+	return nil
+}
+
+// listenUDP4 opens a UDP socket bound to bind with SO_REUSEADDR set and
+// IP_MULTICAST_ALL cleared.
+//
+// It makes the socket itself rather than use net.ListenConfig: given a
+// multicast address, net binds 0.0.0.0 instead (to share one port among
+// groups), and the socket would then get every group joined on that port
+// by this socket. Bound to the group address, it gets that group only.
+func listenUDP4(bind netip.AddrPort) (*net.UDPConn, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	// Several sockets (processes) on one host bind the same group:port,
+	// e.g. a demo with three receivers.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set SO_REUSEADDR: %w", err)
+	}
+	// Without this, Linux delivers to a socket bound to 0.0.0.0:port every
+	// group that any socket on the host joined with that port.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("clear IP_MULTICAST_ALL: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(bind.Port()), Addr: bind.Addr().As4()}); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("bind", err)
+	}
+	// FilePacketConn dups the descriptor and registers the copy with the
+	// runtime poller; the file is closed either way.
+	f := os.NewFile(uintptr(fd), "udp4:"+bind.String())
+	pc, err := net.FilePacketConn(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	conn, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("socket is a %T, not a UDP socket", pc)
+	}
+	return conn, nil
+}
+
+// setup sizes the buffers, joins the groups and sets the multicast
+// options on a freshly bound socket.
+func (c *UDPConn) setup(cfg SocketConfig, log *slog.Logger) error {
+	ifi := cfg.Interface
+	ua, ok := c.conn.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return fmt.Errorf("socket on %s: local address %v is not UDP", ifi.Name, c.conn.LocalAddr())
+	}
+	ap := ua.AddrPort()
+	c.local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+
+	rc, err := c.conn.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("socket on %s: %w", ifi.Name, err)
+	}
+	c.rbuf, err = sizeBuffer(rc, recvBuffer, cfg.ReadBuffer, !cfg.noForceBuffers, c.conn.SetReadBuffer)
+	if err != nil {
+		return fmt.Errorf("socket %s on %s: %w", c.local, ifi.Name, err)
+	}
+	c.wbuf, err = sizeBuffer(rc, sendBuffer, cfg.WriteBuffer, !cfg.noForceBuffers, c.conn.SetWriteBuffer)
+	if err != nil {
+		return fmt.Errorf("socket %s on %s: %w", c.local, ifi.Name, err)
+	}
+	if cfg.ReadBuffer > 0 && c.rbuf < cfg.ReadBuffer {
+		log.Warn("socket receive buffer smaller than asked: run as root or raise net.core.rmem_max",
+			"wanted", cfg.ReadBuffer, "got", c.rbuf, "local", c.local, "interface", ifi.Name)
+	}
+	if cfg.WriteBuffer > 0 && c.wbuf < cfg.WriteBuffer {
+		log.Warn("socket send buffer smaller than asked: run as root or raise net.core.wmem_max",
+			"wanted", cfg.WriteBuffer, "got", c.wbuf, "local", c.local, "interface", ifi.Name)
+	}
+
+	for _, g := range cfg.Join {
+		g = g.Unmap()
+		if err := c.pc.JoinGroup(ifi, &net.UDPAddr{IP: g.AsSlice()}); err != nil {
+			return fmt.Errorf("join group %s on %s: %w", g, ifaceDesc(ifi, cfg.IfAddr), err)
+		}
+	}
+	if err := setMulticastInterface(c.pc, rc, ifi, cfg.IfAddr); err != nil {
+		return fmt.Errorf("set multicast interface %s: %w", ifaceDesc(ifi, cfg.IfAddr), err)
+	}
+	if err := c.pc.SetMulticastTTL(cfg.TTL); err != nil {
+		return fmt.Errorf("set multicast TTL %d on %s: %w", cfg.TTL, ifi.Name, err)
+	}
+	if err := c.pc.SetMulticastLoopback(cfg.Loopback); err != nil {
+		return fmt.Errorf("set multicast loopback %t on %s: %w", cfg.Loopback, ifi.Name, err)
+	}
+	return nil
+}
+
+// setMulticastInterface sets IP_MULTICAST_IF. With an address it passes
+// both the index and the address (struct ip_mreqn): Linux then uses the
+// address as the source of our multicast. ipv4.SetMulticastInterface
+// passes the index only, and the kernel picks a source of at least link
+// scope, which for lo is another interface's address (on this host's
+// loopback tests, eth0's), though the packets still go out on lo.
+func setMulticastInterface(pc *ipv4.PacketConn, rc syscall.RawConn, ifi *net.Interface, addr netip.Addr) error {
+	if addr = addr.Unmap(); !addr.Is4() {
+		return pc.SetMulticastInterface(ifi)
+	}
+	mreq := unix.IPMreqn{Multiaddr: [4]byte{}, Address: addr.As4(), Ifindex: int32(ifi.Index)}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptIPMreqn(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &mreq)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// ifaceDesc names an interface for errors: "lo" or "lo (127.0.0.1)".
+func ifaceDesc(ifi *net.Interface, addr netip.Addr) string {
+	if addr.IsValid() {
+		return ifi.Name + " (" + addr.String() + ")"
+	}
+	return ifi.Name
+}
+
+// bufferKind selects the socket options for one buffer direction.
+type bufferKind struct {
+	name       string // for errors
+	opt, force int    // SO_RCVBUF/SO_RCVBUFFORCE or SO_SNDBUF/SO_SNDBUFFORCE
+}
+
+var (
+	recvBuffer = bufferKind{"receive", unix.SO_RCVBUF, unix.SO_RCVBUFFORCE}
+	sendBuffer = bufferKind{"send", unix.SO_SNDBUF, unix.SO_SNDBUFFORCE}
+)
+
+// sizeBuffer asks for a buffer of wanted bytes (0: leave the default) and
+// returns the size granted as getsockopt reports it.
+//
+// Linux doubles the value given to setsockopt, to cover its bookkeeping,
+// and getsockopt reports the doubled value, which is the real limit on
+// queued packet memory. So we pass half of wanted, and wanted, the granted
+// size and the warning all speak of the same quantity. SO_*BUFFORCE
+// (CAP_NET_ADMIN) ignores net.core.rmem_max/wmem_max; without it the
+// plain option (via set, i.e. SetReadBuffer or SetWriteBuffer) is silently
+// capped at twice that maximum.
+func sizeBuffer(rc syscall.RawConn, k bufferKind, wanted int, tryForce bool, set func(int) error) (int, error) {
+	if wanted > 0 {
+		half := wanted/2 + wanted%2
+		forced := false
+		if tryForce {
+			if err := rc.Control(func(fd uintptr) {
+				forced = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, k.force, half) == nil
+			}); err != nil {
+				return 0, fmt.Errorf("set %s buffer: %w", k.name, err)
+			}
+		}
+		if !forced {
+			if err := set(half); err != nil {
+				return 0, fmt.Errorf("set %s buffer to %d bytes: %w", k.name, wanted, err)
+			}
+		}
+	}
+	var got int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		got, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, k.opt)
+	}); err != nil {
+		return 0, fmt.Errorf("read %s buffer size: %w", k.name, err)
+	}
+	if gerr != nil {
+		return 0, fmt.Errorf("read %s buffer size: %w", k.name, gerr)
+	}
+	return got, nil
+}
+
+// newMessages returns n messages, each with a one-element Buffers slice
+// that ReadBatch and WriteBatch fill in place.
+func newMessages(n int) []ipv4.Message {
+	ms := make([]ipv4.Message, n)
+	bufs := make([][]byte, n)
+	for i := range ms {
+		ms[i].Buffers = bufs[i : i+1 : i+1]
+	}
+	return ms
+}
+
+// ReadBatch blocks until at least one datagram arrives and fills up to
+// min(len(ms), 64) of them: ms[i].Buf is resliced to the datagram's length
+// within its capacity, ms[i].Addr is the source. A datagram larger than
+// cap(ms[i].Buf) is returned with length 0 and counted in
+// Stats().Truncated; callers drop zero-length datagrams.
+//
+// After Close, it returns an error for which errors.Is(err, net.ErrClosed)
+// holds.
+//
+// Allocation: x/net parses each source address into a new *net.UDPAddr
+// and net.IP, i.e. 2 allocations per datagram received. Nothing else
+// allocates in steady state.
+func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
+	if len(ms) == 0 {
+		return 0, nil
+	}
+	if len(ms) > udpMaxBatch {
+		ms = ms[:udpMaxBatch]
+	}
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+
+	msgs := c.rmsgs[:len(ms)]
+	for i := range ms {
+		msgs[i].Buffers[0] = ms[i].Buf[:cap(ms[i].Buf)]
+	}
+	n, err := c.pc.ReadBatch(msgs, 0)
+	for i := 0; i < n; i++ {
+		m := &msgs[i]
+		if m.Flags&unix.MSG_TRUNC != 0 {
+			c.truncated.Add(1)
+			ms[i].Buf = ms[i].Buf[:0]
+		} else {
+			ms[i].Buf = ms[i].Buf[:m.N]
+		}
+		ms[i].Addr = addrPortOf(m.Addr)
+	}
+	// Drop references to the caller's buffers and x/net's addresses.
+	for i := range msgs {
+		msgs[i].Buffers[0] = nil
+		msgs[i].Addr = nil
+	}
+	if err != nil {
+		return n, fmt.Errorf("receive on %s (%s): %w", c.local, c.ifname, err)
+	}
+	return n, nil
+}
+
+// addrPortOf converts a received source address without allocating.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// WriteBatch sends every datagram in ms, up to 64 per sendmmsg call,
+// looping over partial writes. It returns how many were sent and the first
+// error: an address that is not IPv4 with a port, or the kernel's (for
+// example ENOBUFS), with the destination and the count sent so far. A
+// full send buffer makes it wait, not fail. It does not allocate in steady
+// state.
+//
+// After Close, it returns an error for which errors.Is(err, net.ErrClosed)
+// holds.
+func (c *UDPConn) WriteBatch(ms []Datagram) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	used := 0 // messages filled, cleared on return
+	defer func() {
+		for i := range c.wmsgs[:used] {
+			c.wmsgs[i].Buffers[0] = nil
+			c.wmsgs[i].Addr = nil
+		}
+	}()
+
+	sent := 0
+	for sent < len(ms) {
+		chunk := ms[sent:]
+		if len(chunk) > udpMaxBatch {
+			chunk = chunk[:udpMaxBatch]
+		}
+		msgs := c.wmsgs[:len(chunk)]
+		used = max(used, len(chunk))
+		var addrErr error
+		for i := range chunk {
+			ua, err := c.udpAddr(chunk[i].Addr)
+			if err != nil {
+				// Send what precedes the bad datagram, then report it.
+				msgs, addrErr = msgs[:i], err
+				break
+			}
+			msgs[i].Buffers[0] = chunk[i].Buf
+			msgs[i].Addr = ua
+		}
+		if len(msgs) > 0 {
+			n, err := c.pc.WriteBatch(msgs, 0)
+			sent += n
+			if err != nil {
+				return sent, c.sendError(ms, sent, err)
+			}
+			if n == 0 {
+				return sent, c.sendError(ms, sent, io.ErrShortWrite)
+			}
+			if n < len(msgs) {
+				continue // partial write: resend from the first unsent
+			}
+		}
+		if addrErr != nil {
+			return sent, fmt.Errorf("send datagram %d of %d from %s on %s: %w", sent, len(ms), c.local, c.ifname, addrErr)
+		}
+	}
+	return sent, nil
+}
+
+// sendError wraps a send failure with the destination of the first
+// datagram not sent and the progress so far.
+func (c *UDPConn) sendError(ms []Datagram, sent int, err error) error {
+	var dst netip.AddrPort
+	if sent < len(ms) {
+		dst = ms[sent].Addr
+	}
+	return fmt.Errorf("send to %s from %s on %s (%d of %d sent): %w", dst, c.local, c.ifname, sent, len(ms), err)
+}
+
+// udpAddr returns the cached *net.UDPAddr for dst. The cache keeps writes
+// free of allocation: x/net needs a net.Addr per message. Called with
+// writeMu held.
+func (c *UDPConn) udpAddr(dst netip.AddrPort) (*net.UDPAddr, error) {
+	if ua, ok := c.dests[dst]; ok {
+		return ua, nil
+	}
+	a := dst.Addr().Unmap()
+	if !a.Is4() || dst.Port() == 0 {
+		return nil, fmt.Errorf("bad destination %s: want an IPv4 address and a port", dst)
+	}
+	if len(c.dests) >= udpMaxDests {
+		clear(c.dests)
+	}
+	ua := &net.UDPAddr{IP: a.AsSlice(), Port: int(dst.Port())}
+	c.dests[dst] = ua
+	return ua, nil
+}
+
+// LocalAddr returns the address the socket is bound to. For a socket
+// bound to 0.0.0.0:0 the port is the one the kernel chose.
+func (c *UDPConn) LocalAddr() netip.AddrPort { return c.local }
+
+// SetReadDeadline makes a blocked or later ReadBatch return an error
+// (os.ErrDeadlineExceeded) once t passes. The zero time means no deadline.
+func (c *UDPConn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+
+// Stats returns the granted buffer sizes and the truncation count.
+func (c *UDPConn) Stats() SocketStats {
+	return SocketStats{
+		ReadBufferBytes:  c.rbuf,
+		WriteBufferBytes: c.wbuf,
+		Truncated:        c.truncated.Load(),
+	}
+}
+
+// Close closes the socket, making pending and later ReadBatch and
+// WriteBatch calls fail with net.ErrClosed. Closing again does nothing and
+// returns nil.
+func (c *UDPConn) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := c.conn.Close(); err != nil {
+		return fmt.Errorf("close socket %s on %s: %w", c.local, c.ifname, err)
+	}
+	return nil
+}
