@@ -170,6 +170,8 @@ type Receiver struct {
 	scratch   [][]byte
 	early     []earlySym
 	earlySize int
+	stashed   [][]byte // whole packets heard before the session was known
+	stashSize int
 
 	lastTailTs uint64
 	lastTailAt time.Time
@@ -243,15 +245,19 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 		return
 	}
 	if !r.haveSession {
-		if p.Type != wire.TypeAnnounce {
-			r.Drop("no_session")
-			return
-		}
 		if r.cfg.Session != (wire.SessionID{}) && p.Session != r.cfg.Session {
 			r.Drop("other_session")
 			return
 		}
+		if p.Type != wire.TypeAnnounce {
+			r.stash(p)
+			return
+		}
 		r.start(now, p)
+		if !r.haveSession {
+			return
+		}
+		r.replayStash(now)
 	}
 	if p.Session != r.session {
 		r.Drop("other_session")
@@ -280,6 +286,38 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 		r.handleData(now, &p.Data)
 	case wire.TypeNAK:
 		r.handlePeerNAK(now, &p.NAK)
+	}
+}
+
+// maxStash bounds the bytes of packets kept before the session is known.
+const maxStash = 4 << 20
+
+// stash keeps a copy of a packet heard before any ANNOUNCE, so a receiver
+// that missed the first ANNOUNCE does not lose everything up to the next
+// one (DESIGN.md: late receivers must still finish).
+func (r *Receiver) stash(p *wire.Packet) {
+	if p.Type != wire.TypeData && p.Type != wire.TypeTail {
+		return
+	}
+	b := p.Append(nil)
+	if r.stashSize+len(b) > maxStash {
+		r.Drop("no_session")
+		return
+	}
+	r.stashed = append(r.stashed, b)
+	r.stashSize += len(b)
+}
+
+func (r *Receiver) replayStash(now time.Time) {
+	stashed := r.stashed
+	r.stashed, r.stashSize = nil, 0
+	var p wire.Packet
+	for _, b := range stashed {
+		if wire.Decode(b, &p) == nil && p.Session == r.session {
+			r.HandlePacket(now, netip.AddrPort{}, &p)
+		} else {
+			r.Drop("other_session")
+		}
 	}
 }
 
@@ -693,6 +731,9 @@ func (r *Receiver) handlePeerNAK(now time.Time, n *wire.NAK) {
 // NextDeadline returns when HandleTimer next has work; zero if never.
 func (r *Receiver) NextDeadline() time.Time {
 	var t time.Time
+	if r.done || r.err != nil {
+		return t
+	}
 	if len(r.timers) > 0 {
 		t = r.timers[0].at
 	}

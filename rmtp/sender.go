@@ -102,6 +102,8 @@ type Sender struct {
 	free        [][]byte
 	statusSeen  map[uint32]uint8
 	nextAnnnc   time.Time
+	announced   int
+	finished    bool // Done has reported true: nothing more to do
 	nextTail    time.Time
 	stats       SenderStats
 	err         error
@@ -194,10 +196,11 @@ func (s *Sender) Err() error { return s.err }
 // Done reports whether the sender has finished: all data sent, nothing
 // left to repair, and no NAK heard for the linger period.
 func (s *Sender) Done(now time.Time) bool {
-	if s.err != nil {
+	if s.err != nil || s.finished {
 		return true
 	}
-	return s.ended && len(s.jobs) == 0 && len(s.bucketQueue) == 0 && !now.Before(s.lingerEnd())
+	s.finished = s.ended && len(s.jobs) == 0 && len(s.bucketQueue) == 0 && !now.Before(s.lingerEnd())
+	return s.finished
 }
 
 // Progress returns the bytes of file data sent in the first pass and the
@@ -302,6 +305,7 @@ func (s *Sender) handleNAK(now time.Time, n *wire.NAK) {
 
 // HandleTimer runs what is due at now.
 func (s *Sender) HandleTimer(now time.Time) {
+	defer s.Done(now)
 	for len(s.bucketQueue) > 0 && !s.bucketQueue[0].deadline.After(now) {
 		b := s.bucketQueue[0]
 		s.bucketQueue = s.bucketQueue[1:]
@@ -345,6 +349,9 @@ func (s *Sender) queueRepair(b *bucket) {
 
 // NextDeadline returns when HandleTimer or AppendOutgoing next has work.
 func (s *Sender) NextDeadline() time.Time {
+	if s.finished || s.err != nil {
+		return time.Time{}
+	}
 	t := s.nextAnnnc
 	if s.nextTail.Before(t) {
 		t = s.nextTail
@@ -373,6 +380,12 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 	if !now.Before(s.nextAnnnc) && len(dst) < cap(dst) {
 		dst = s.appendControl(dst, wire.TypeAnnounce, now)
 		s.nextAnnnc = now.Add(s.cfg.AnnounceInterval)
+		if s.announced < 3 {
+			// The first ANNOUNCEs go out in quick succession, so one loss
+			// does not cost a receiver the start of the stream.
+			s.nextAnnnc = now.Add(min(s.cfg.AnnounceInterval, 2*time.Millisecond))
+		}
+		s.announced++
 	}
 	if !now.Before(s.nextTail) && len(dst) < cap(dst) {
 		dst = s.appendControl(dst, wire.TypeTail, now)

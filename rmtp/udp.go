@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -106,6 +107,8 @@ type UDPConn struct {
 	writeMu sync.Mutex
 	wmsgs   []ipv4.Message                  // guarded by writeMu; each has one Buffers slot
 	dests   map[netip.AddrPort]*net.UDPAddr // guarded by writeMu
+	lastDst netip.AddrPort                  // guarded by writeMu; skips the map lookup
+	lastUA  *net.UDPAddr                    // guarded by writeMu
 }
 
 var _ PacketConn = (*UDPConn)(nil)
@@ -173,9 +176,10 @@ func (cfg *SocketConfig) check() error {
 // IP_MULTICAST_ALL cleared.
 //
 // It makes the socket itself rather than use net.ListenConfig: given a
-// multicast address, net binds 0.0.0.0 instead (to share one port among
-// groups), and the socket would then get every group joined on that port
-// by this socket. Bound to the group address, it gets that group only.
+// multicast address, package net binds 0.0.0.0 instead (so that one port
+// can serve several groups). Bound to the group address, the kernel
+// delivers only datagrams sent to that group, whatever else this or any
+// other socket joined on the port.
 func listenUDP4(bind netip.AddrPort) (*net.UDPConn, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
@@ -273,7 +277,7 @@ func setMulticastInterface(pc *ipv4.PacketConn, rc syscall.RawConn, ifi *net.Int
 	if addr = addr.Unmap(); !addr.Is4() {
 		return pc.SetMulticastInterface(ifi)
 	}
-	mreq := unix.IPMreqn{Multiaddr: [4]byte{}, Address: addr.As4(), Ifindex: int32(ifi.Index)}
+	mreq := unix.IPMreqn{Address: addr.As4(), Ifindex: int32(ifi.Index)}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		serr = unix.SetsockoptIPMreqn(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &mreq)
@@ -314,7 +318,9 @@ var (
 // capped at twice that maximum.
 func sizeBuffer(rc syscall.RawConn, k bufferKind, wanted int, tryForce bool, set func(int) error) (int, error) {
 	if wanted > 0 {
-		half := wanted/2 + wanted%2
+		// The kernel clamps at INT_MAX/2 anyway; this keeps the C int
+		// from overflowing.
+		half := min(wanted/2+wanted%2, math.MaxInt32/2)
 		forced := false
 		if tryForce {
 			if err := rc.Control(func(fd uintptr) {
@@ -484,7 +490,11 @@ func (c *UDPConn) sendError(ms []Datagram, sent int, err error) error {
 // free of allocation: x/net needs a net.Addr per message. Called with
 // writeMu held.
 func (c *UDPConn) udpAddr(dst netip.AddrPort) (*net.UDPAddr, error) {
+	if dst == c.lastDst && c.lastUA != nil {
+		return c.lastUA, nil
+	}
 	if ua, ok := c.dests[dst]; ok {
+		c.lastDst, c.lastUA = dst, ua
 		return ua, nil
 	}
 	a := dst.Addr().Unmap()
@@ -496,6 +506,7 @@ func (c *UDPConn) udpAddr(dst netip.AddrPort) (*net.UDPAddr, error) {
 	}
 	ua := &net.UDPAddr{IP: a.AsSlice(), Port: int(dst.Port())}
 	c.dests[dst] = ua
+	c.lastDst, c.lastUA = dst, ua
 	return ua, nil
 }
 

@@ -44,8 +44,8 @@ type Mode uint8
 
 // Reliability modes (DESIGN.md, "Reliability").
 const (
-	ModeBestEffort Mode = 0 // FEC only, receivers never NAK
-	ModeReliable   Mode = 1 // NAK and repair; the sender ends after linger
+	ModeReliable   Mode = 0 // NAK and repair; the sender ends after linger (the default)
+	ModeBestEffort Mode = 1 // FEC only, receivers never NAK
 	ModeConfirmed  Mode = 2 // as reliable, and the sender waits for reports
 )
 

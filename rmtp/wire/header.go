@@ -80,6 +80,10 @@ type SessionID [8]byte
 
 func (s SessionID) String() string { return hex.EncodeToString(s[:]) }
 
+// MarshalText encodes the ID in hex, so JSON logs and reports show it as
+// the same string as String.
+func (s SessionID) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // Header is the common packet header.
 type Header struct {
 	Type    Type

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcp-dev/mcp/rmtp"
+)
+
+type receiveFlags struct {
+	net           netFlags
+	out           outFlags
+	dir           string
+	timeout       time.Duration
+	senderTimeout time.Duration
+}
+
+func newReceiveCmd() *cobra.Command {
+	var f receiveFlags
+	cmd := &cobra.Command{
+		Use:   "receive --dir DIR [flags]",
+		Short: "Receive one session into a directory",
+		Long: `Receive joins the group, takes the first session announced on it and
+writes its files under --dir. Each file is checked against its SHA-256
+before it appears under its name; on failure no partial file is left.
+
+Start receivers before the sender.`,
+		Example: `  mcp receive --interface eth0 --dir /srv/incoming
+  mcp receive --interface eth0 --group 239.1.2.3:9000 --dir . --timeout 10m --json`,
+		Args: noArgs("receive takes no arguments; pass the destination with --dir"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runReceive(cmd, &f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.dir, "dir", "", "destination directory, created if missing; required")
+	f.net.add(cmd)
+	fs.DurationVar(&f.timeout, "timeout", 0,
+		"give up if the session is not complete after this long; 0: wait forever")
+	fs.DurationVar(&f.senderTimeout, "sender-timeout", rmtp.DefaultSenderTimeout,
+		"give up on a session whose sender has been silent this long; 0: never")
+	f.out.add(cmd)
+	return cmd
+}
+
+// options turns the flags into the library's options. Every problem is a
+// usage error.
+func (f *receiveFlags) options() (rmtp.ReceiveOptions, error) {
+	var o rmtp.ReceiveOptions
+	if f.dir == "" {
+		return o, usageErrorf("no destination directory: pass --dir")
+	}
+	n, err := f.net.config()
+	if err != nil {
+		return o, err
+	}
+	if err := nonNegative("timeout", f.timeout); err != nil {
+		return o, err
+	}
+	if err := nonNegative("sender-timeout", f.senderTimeout); err != nil {
+		return o, err
+	}
+	st := f.senderTimeout
+	if st == 0 {
+		st = -1 // ReceiverConfig: zero means the default, negative disables
+	}
+	return rmtp.ReceiveOptions{
+		Net:      n,
+		Dir:      f.dir,
+		Receiver: rmtp.ReceiverConfig{SenderTimeout: st},
+	}, nil
+}
+
+func runReceive(cmd *cobra.Command, f *receiveFlags) error {
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	var rep rmtp.ReceiveReport
+	err := func() error {
+		opts, err := f.options()
+		if err != nil {
+			return err
+		}
+		if opts.Logger, err = f.out.logger(cmd, stderr); err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		if f.timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, f.timeout)
+			defer cancel()
+		}
+		bars := newProgress(stderr, !f.out.quiet && !f.out.json)
+		opts.Progress = bars.add("receive")
+		bars.start()
+		rep, err = rmtp.Receive(ctx, opts)
+		bars.stop()
+		return err
+	}()
+	if f.out.json {
+		if jerr := writeJSON(stdout, newResult(err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)); jerr != nil && err == nil {
+			err = jerr
+		}
+		return err
+	}
+	if err == nil && !f.out.quiet {
+		printReceiveSummary(stdout, &rep, f.dir)
+	}
+	return err
+}
+
+func printReceiveSummary(w io.Writer, r *rmtp.ReceiveReport, dir string) {
+	st := &r.Stats
+	fmt.Fprintf(w, "received  %s, %s (%d bytes) into %s, session %s\n", plural(r.Files, "file", "files"), humanBytes(r.Bytes), r.Bytes, dir, r.Session)
+	fmt.Fprintf(w, "time      %v, goodput %s\n", r.Duration.Round(time.Millisecond), humanRate(r.GoodputBitsPerSec))
+	fmt.Fprintf(w, "packets   %d data, %d parity, %d repair, %d duplicate; %d blocks rebuilt\n", st.DataPackets, st.ParityPackets, st.RepairPackets, st.DupPackets, st.BlocksRebuilt)
+	fmt.Fprintf(w, "NAKs      %d sent, %d heard, %d suppressed\n", st.NAKsSent, st.NAKsHeard, st.NAKsSuppressed)
+	fmt.Fprintf(w, "dropped   %d bad packets\n", sumDrops(st.Drops))
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "mcp",
+		Short: "Reliable multicast file transfer",
+		Long: `mcp sends files to many hosts at once over IP multicast. Receivers
+repair losses with NAKs and Reed-Solomon parity, check every file against
+its SHA-256 and never leave a partial file in place.
+
+Try it on this host only, over loopback:
+
+  mcp demo
+
+Across hosts, start receivers first, then the sender:
+
+  mcp receive --interface eth0 --dir /srv/incoming
+  mcp send --interface eth0 image.iso`,
+		Version:                    versionString(),
+		SilenceUsage:               true,
+		SuggestionsMinimumDistance: 2,
+		SilenceErrors:              true,
+		// The root only runs to reject unknown commands with a usage
+		// error; cobra's own "unknown command" error carries no type.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			msg := "unknown command \"" + args[0] + "\" for \"mcp\""
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return usageErrorf("%s", msg)
+		},
+	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &usageError{err}
+	})
+	root.AddCommand(newSendCmd(), newReceiveCmd(), newDemoCmd(), newVersionCmd())
+	return root
+}

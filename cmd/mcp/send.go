@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcp-dev/mcp/rmtp"
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+type sendFlags struct {
+	net        netFlags
+	out        outFlags
+	rate       string
+	k          int
+	proactive  int
+	symbolSize int
+	linger     time.Duration
+	mode       string
+}
+
+func newSendCmd() *cobra.Command {
+	var f sendFlags
+	cmd := &cobra.Command{
+		Use:   "send [flags] PATH...",
+		Short: "Send files and directories to every receiver on the group",
+		Long: `Send multicasts the named files and directories to the group and stays
+to answer NAKs until none has been heard for --linger. Each PATH is
+delivered under its base name: "mcp send dir" delivers "dir/..." into each
+receiver's --dir.
+
+Start the receivers first: the sender does not know who listens, and a
+receiver that joins late is repaired only while the sender lingers.`,
+		Example: `  mcp send --interface eth0 image.iso
+  mcp send --interface 10.0.0.5 --group 239.1.2.3:9000 --rate 1G --json dataset/`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf("nothing to send: name at least one file or directory")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runSend(cmd, &f, args)
+		},
+	}
+	fs := cmd.Flags()
+	f.net.add(cmd)
+	fs.StringVar(&f.rate, "rate", formatRate(rmtp.DefaultRateBitsPerSec),
+		"sending rate in bits per second, headers and repairs included; K, M, G are powers of 1000; 0 or unlimited: no pacing")
+	fs.IntVar(&f.k, "fec-k", rmtp.DefaultK,
+		fmt.Sprintf("source symbols per FEC block, 1 to %d", wire.MaxK))
+	fs.IntVar(&f.proactive, "fec-proactive", 0,
+		"parity symbols sent with every block before any NAK, for lossy or one-way links")
+	fs.IntVar(&f.symbolSize, "symbol-size", 0,
+		fmt.Sprintf("bytes of file data per packet, 1 to %d; 0: the largest that fits the interface MTU, at most %d", rmtp.MaxSymbolSizeOnWire, rmtp.DefaultSymbolSize))
+	fs.DurationVar(&f.linger, "linger", rmtp.DefaultLinger,
+		"how long to keep answering NAKs after the last data, once none are heard")
+	fs.StringVar(&f.mode, "mode", wire.ModeReliable.String(),
+		"reliability: reliable (NAKs and repairs) or best-effort (FEC only, receivers never NAK)")
+	f.out.add(cmd)
+	return cmd
+}
+
+// sendOptions turns the flags into the library's options. Every problem is
+// a usage error.
+func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
+	var o rmtp.SendOptions
+	n, err := f.net.config()
+	if err != nil {
+		return o, err
+	}
+	rate, err := parseRate(f.rate)
+	if err != nil {
+		return o, err
+	}
+	if f.k < 1 || f.k > wire.MaxK {
+		return o, usageErrorf("--fec-k %d out of range [1, %d]", f.k, wire.MaxK)
+	}
+	if f.proactive < 0 || f.k+f.proactive > wire.MaxBlockSymbols {
+		return o, usageErrorf("--fec-proactive %d out of range [0, %d] with --fec-k %d", f.proactive, wire.MaxBlockSymbols-f.k, f.k)
+	}
+	if f.symbolSize < 0 || f.symbolSize > rmtp.MaxSymbolSizeOnWire {
+		return o, usageErrorf("--symbol-size %d out of range [1, %d] (0: derive from the MTU)", f.symbolSize, rmtp.MaxSymbolSizeOnWire)
+	}
+	if f.linger <= 0 {
+		// SenderConfig reads zero as "the default", so zero cannot be
+		// passed through.
+		return o, usageErrorf("--linger %v must be positive", f.linger)
+	}
+	mode, err := parseMode(f.mode)
+	if err != nil {
+		return o, err
+	}
+	return rmtp.SendOptions{
+		Net:        n,
+		Paths:      paths,
+		SymbolSize: f.symbolSize,
+		K:          f.k,
+		Sender: rmtp.SenderConfig{
+			Proactive:      f.proactive,
+			RateBitsPerSec: rate,
+			Linger:         f.linger,
+			Mode:           mode,
+		},
+	}, nil
+}
+
+// parseMode maps --mode to the wire mode. SenderConfig.Mode's zero value
+// is best-effort, so the mode is always set explicitly.
+func parseMode(s string) (wire.Mode, error) {
+	switch strings.ToLower(s) {
+	case wire.ModeReliable.String():
+		return wire.ModeReliable, nil
+	case wire.ModeBestEffort.String(), "besteffort", "best_effort":
+		return wire.ModeBestEffort, nil
+	case wire.ModeConfirmed.String():
+		return 0, usageErrorf("confirmed mode needs repair-tree completion reports; not available yet")
+	}
+	return 0, usageErrorf("bad --mode %q: want reliable or best-effort", s)
+}
+
+func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	var rep rmtp.SendReport
+	err := func() error {
+		opts, err := f.options(paths)
+		if err != nil {
+			return err
+		}
+		if opts.Logger, err = f.out.logger(cmd, stderr); err != nil {
+			return err
+		}
+		bars := newProgress(stderr, !f.out.quiet && !f.out.json)
+		opts.Progress = bars.add("send")
+		bars.start()
+		rep, err = rmtp.Send(cmd.Context(), opts)
+		bars.stop()
+		if err != nil && errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
+			err = fmt.Errorf("send interrupted after %v: %w", rep.Duration.Round(time.Millisecond), err)
+		}
+		return err
+	}()
+	if f.out.json {
+		if jerr := writeJSON(stdout, newResult(err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)); jerr != nil && err == nil {
+			err = jerr
+		}
+		return err
+	}
+	if err == nil && !f.out.quiet {
+		printSendSummary(stdout, &rep)
+	}
+	return err
+}
+
+func printSendSummary(w io.Writer, r *rmtp.SendReport) {
+	st := &r.Stats
+	fmt.Fprintf(w, "sent      %s, %s (%d bytes), session %s\n", plural(r.Files, "file", "files"), humanBytes(r.Bytes), r.Bytes, r.Session)
+	fmt.Fprintf(w, "time      %v including the linger, goodput %s\n", r.Duration.Round(time.Millisecond), humanRate(r.GoodputBitsPerSec))
+	fmt.Fprintf(w, "packets   %d data, %d parity, %d retransmitted, %d control\n", st.DataPackets, st.ParityPackets, st.RetransPackets, st.ControlPackets)
+	fmt.Fprintf(w, "NAKs      %d heard (%d entries, %d ignored), %d repair rounds\n", st.NAKsHeard, st.NAKEntriesHeard, st.NAKsIgnored, st.RepairRounds)
+	fmt.Fprintf(w, "reports   %d receivers complete, %d failed (heard, not waited for)\n", st.Completed, st.Failed)
+	fmt.Fprintf(w, "dropped   %d bad packets\n", sumDrops(r.Drops))
+}

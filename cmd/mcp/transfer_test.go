@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcp-dev/mcp/rmtp"
+)
+
+// Every test here runs on the loopback interface only, with TTL 0, in
+// 239.0.0.0/8, and is bounded in time.
+
+// decodeResult parses the one JSON document --json writes.
+func decodeResult(t *testing.T, stdout string) (res struct {
+	OK          bool            `json:"ok"`
+	Error       string          `json:"error"`
+	Files       int             `json:"files"`
+	Bytes       uint64          `json:"bytes"`
+	DurationSec float64         `json:"duration_s"`
+	GoodputMbps float64         `json:"goodput_mbps"`
+	Report      json.RawMessage `json:"report"`
+}) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&res); err != nil {
+		t.Fatalf("stdout is not one JSON result: %v\n%s", err, stdout)
+	}
+	if dec.More() {
+		t.Fatalf("stdout holds more than one JSON document:\n%s", stdout)
+	}
+	return res
+}
+
+// loopbackGroup returns a group in 239.255.78.0/24 with a random port,
+// logging the seed that chose it.
+func loopbackGroup(t *testing.T) string {
+	t.Helper()
+	seed := rand.Uint64()
+	rng := rand.New(rand.NewPCG(seed, 0))
+	g := fmt.Sprintf("239.255.78.1:%d", 20000+rng.IntN(40000))
+	t.Logf("group %s (seed %d)", g, seed)
+	return g
+}
+
+// writeTestFile writes size seeded random bytes and returns its path and
+// contents.
+func writeTestFile(t *testing.T, size int) (string, []byte) {
+	t.Helper()
+	data := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	name := filepath.Join(t.TempDir(), "payload.bin")
+	if err := os.WriteFile(name, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	return name, data
+}
+
+type cmdResult struct {
+	stdout, stderr string
+	code           int
+}
+
+// startReceive runs "mcp receive" in the background.
+func startReceive(t *testing.T, args ...string) <-chan cmdResult {
+	done := make(chan cmdResult, 1)
+	go func() {
+		var r cmdResult
+		r.stdout, r.stderr, r.code = execute(t, 30*time.Second, append([]string{"receive"}, args...)...)
+		done <- r
+	}()
+	// Let the receiver join before the first packet. A late receiver is
+	// repaired too, so this only keeps the test on the common path.
+	time.Sleep(200 * time.Millisecond)
+	return done
+}
+
+func waitReceive(t *testing.T, done <-chan cmdResult) cmdResult {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(35 * time.Second):
+		t.Fatal("receive did not return")
+		return cmdResult{}
+	}
+}
+
+func TestSendReceiveJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	src, data := writeTestFile(t, 1<<20+17)
+	group := loopbackGroup(t)
+	dir := t.TempDir()
+	done := startReceive(t, "--interface", "lo", "--group", group, "--ttl", "0",
+		"--dir", dir, "--timeout", "30s", "--json")
+
+	stdout, stderr, code := execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
+		"--linger", "300ms", "--json", src)
+	if code != exitOK {
+		t.Fatalf("send: exit code %d, stderr:\n%s", code, stderr)
+	}
+	sres := decodeResult(t, stdout)
+	var srep rmtp.SendReport
+	if err := json.Unmarshal(sres.Report, &srep); err != nil {
+		t.Fatalf("send report: %v", err)
+	}
+	if !sres.OK || sres.Error != "" || sres.Files != 1 || sres.Bytes != uint64(len(data)) || sres.DurationSec <= 0 || sres.GoodputMbps <= 0 {
+		t.Errorf("send result: got %+v, want ok, 1 file of %d bytes, positive duration and goodput", sres, len(data))
+	}
+	if srep.Session == "" || srep.Stats.DataPackets == 0 || srep.Duration <= 0 {
+		t.Errorf("send report: got %+v, want a session, data packets and a duration", srep)
+	}
+
+	r := waitReceive(t, done)
+	if r.code != exitOK {
+		t.Fatalf("receive: exit code %d, stdout %s, stderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	rres := decodeResult(t, r.stdout)
+	var rrep rmtp.ReceiveReport
+	if err := json.Unmarshal(rres.Report, &rrep); err != nil {
+		t.Fatalf("receive report: %v", err)
+	}
+	if !rres.OK || rres.Files != 1 || rres.Bytes != uint64(len(data)) || rres.DurationSec <= 0 {
+		t.Errorf("receive result: got %+v, want ok, 1 file of %d bytes, positive duration", rres, len(data))
+	}
+	if rrep.Session != srep.Session || rrep.Stats.BytesDone != uint64(len(data)) {
+		t.Errorf("receive report: session %q, %d bytes done; want session %q, %d bytes", rrep.Session, rrep.Stats.BytesDone, srep.Session, len(data))
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "payload.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("received copy differs from the original")
+	}
+}
+
+func TestSendReceiveSummary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	src, data := writeTestFile(t, 200<<10)
+	group := loopbackGroup(t)
+	dir := t.TempDir()
+	done := startReceive(t, "--interface", "lo", "--group", group, "--ttl", "0", "--dir", dir, "--timeout", "30s")
+
+	stdout, stderr, code := execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
+		"--linger", "300ms", "--rate", "unlimited", src)
+	if code != exitOK {
+		t.Fatalf("send: exit code %d, stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{"sent      1 file, 200.0 KiB", "packets   ", "NAKs      ", "dropped   0 bad packets"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("send summary lacks %q:\n%s", want, stdout)
+		}
+	}
+	r := waitReceive(t, done)
+	if r.code != exitOK {
+		t.Fatalf("receive: exit code %d, stderr:\n%s", r.code, r.stderr)
+	}
+	if want := fmt.Sprintf("received  1 file, 200.0 KiB (%d bytes) into %s", len(data), dir); !strings.Contains(r.stdout, want) {
+		t.Errorf("receive summary lacks %q:\n%s", want, r.stdout)
+	}
+	if r.stderr != "" {
+		t.Errorf("receive wrote to stderr at the default log level:\n%s", r.stderr)
+	}
+}
+
+// TestReceiveTimeout checks that a receive that hears nothing fails with
+// status 1 and still writes its JSON document.
+func TestReceiveTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	stdout, stderr, code := execute(t, 30*time.Second, "receive", "--interface", "lo", "--group", loopbackGroup(t),
+		"--ttl", "0", "--dir", t.TempDir(), "--timeout", "300ms", "--json")
+	if code != exitFailure {
+		t.Errorf("exit code %d, want %d", code, exitFailure)
+	}
+	res := decodeResult(t, stdout)
+	if res.OK || !strings.Contains(res.Error, "no session heard") {
+		t.Errorf("got ok=%v error=%q, want a failure saying no session was heard", res.OK, res.Error)
+	}
+	if !strings.HasPrefix(stderr, "mcp: no session heard") {
+		t.Errorf("stderr %q, want the error", stderr)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	stdout, stderr, code := execute(t, 30*time.Second, "demo", "--size", "2M", "--receivers", "2", "--quiet", "--json")
+	if code != exitOK {
+		t.Fatalf("demo: exit code %d, stdout %s, stderr:\n%s", code, stdout, stderr)
+	}
+	res := decodeResult(t, stdout)
+	var rep demoReport
+	if err := json.Unmarshal(res.Report, &rep); err != nil {
+		t.Fatalf("demo report: %v", err)
+	}
+	if !res.OK || res.Bytes != 2<<20 || rep.Matched != 2 || len(rep.Receivers) != 2 || rep.Interface != "lo" {
+		t.Errorf("demo: got %+v, report %+v; want ok, 2 MiB, 2 of 2 copies matched on lo", res, rep)
+	}
+	for _, r := range rep.Receivers {
+		if !r.OK || r.Report.Session != rep.Sender.Session {
+			t.Errorf("receiver %d: ok=%v session %q error %q; want ok in session %q", r.Index, r.OK, r.Report.Session, r.Error, rep.Sender.Session)
+		}
+	}
+}
