@@ -14,9 +14,10 @@ type pacer struct {
 
 func newPacer(rateBitsPerSec float64, now time.Time) pacer {
 	p := pacer{rate: rateBitsPerSec / 8, last: now}
-	// Go timers wake about once a millisecond at best: hold 2 ms worth of
-	// tokens, and at least 32 full-size packets, so a wakeup fills a batch.
-	p.burst = max(p.rate*0.002, 32*1500)
+	// Go timers wake about once a millisecond at best, and later on a busy
+	// host: hold 5 ms worth of tokens, and at least 32 full-size packets,
+	// so a late wakeup does not lose rate and a wakeup fills a batch.
+	p.burst = max(p.rate*0.005, 32*1500)
 	p.tokens = p.burst
 	return p
 }

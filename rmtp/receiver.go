@@ -176,6 +176,7 @@ type Receiver struct {
 	lastTailTs uint64
 	lastTailAt time.Time
 	lastHeard  time.Time
+	now        time.Time // the latest time the caller passed in
 
 	out  []Datagram
 	nak  wire.NAK
@@ -238,6 +239,7 @@ func (r *Receiver) fail(err error) {
 
 // HandlePacket processes one decoded packet.
 func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet) {
+	r.now = now
 	if p.Source == r.cfg.Source {
 		return // our own NAK, looped back
 	}
@@ -695,12 +697,18 @@ func (r *Receiver) backoff(now time.Time, b *rblock) {
 
 // holdoff is how long a receiver waits for a repair after a NAK for the
 // block was sent or heard: the sender's aggregation window, a round trip
-// and some margin, doubled on every retry (capped) so a busy sender is not
-// flooded.
+// and some margin, doubled after each NAK of its own that went unanswered,
+// up to MaxHoldoffGRTT GRTTs. The sender lingers longer than that
+// (see Sender.linger), so a receiver is never left re-asking a sender that
+// has gone.
 func (r *Receiver) holdoff(b *rblock) time.Duration {
 	base := time.Duration((r.cfg.BackoffFactor + 3) * float64(r.grtt))
-	return base << min(b.retries, 4)
+	return min(base<<min(b.retries, 2), MaxHoldoffGRTT*r.grtt)
 }
+
+// MaxHoldoffGRTT bounds a receiver's wait between NAKs for one block, in
+// GRTTs.
+const MaxHoldoffGRTT = 40
 
 func (r *Receiver) arm(b *rblock, at time.Time) {
 	b.gen++
@@ -722,7 +730,6 @@ func (r *Receiver) handlePeerNAK(now time.Time, n *wire.NAK) {
 		if int(e.Need) >= r.need(b) {
 			b.state = stateHoldoff
 			r.arm(b, now.Add(r.holdoff(b)))
-			b.retries++
 			r.stats.NAKsSuppressed++
 		}
 	}
@@ -757,6 +764,7 @@ const bestEffortGrace = 2 * time.Second
 // HandleTimer sends the NAKs whose slots have come and restarts repair
 // cycles whose hold-off ran out.
 func (r *Receiver) HandleTimer(now time.Time) {
+	r.now = now
 	if r.done || r.err != nil {
 		return
 	}
@@ -843,6 +851,11 @@ func (r *Receiver) queueStatus(state uint8) {
 		return
 	}
 	st := wire.Status{State: state, Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs}
+	if r.lastTailTs != 0 {
+		// The echo must say how long the timestamp was held, or the
+		// sender would take the whole wait for a round trip.
+		st.EchoDelayMicros = uint32(r.now.Sub(r.lastTailAt) / time.Microsecond)
+	}
 	if state == wire.StateComplete {
 		st.Complete = 1
 	} else if state == wire.StateFailed {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/mcp-dev/mcp/fec"
@@ -47,19 +48,26 @@ type bucket struct {
 // repairHist remembers what was sent for a block so that NAKs racing a
 // repair do not trigger it again, and which parity symbol is next.
 type repairHist struct {
-	nextParity int       // parity index not sent yet
-	lastAt     time.Time // when the last repair for the block ended
-	lastCount  int       // symbols in that repair
+	nextParity int        // parity index not sent yet
+	lastAt     time.Time  // when the last repair for the block ended
+	lastCount  int        // symbols in that repair
+	job        *repairJob // the block's newest queued or running job
 }
 
-// repairJob is a bucket being answered: symbols left to send.
+// repairJob is a bucket being answered: parity symbols first..first+npar-1
+// (fresh ones, never sent before for the block), then the source symbols
+// in retx once parity is used up.
 type repairJob struct {
 	key    blockKey
 	k      int
-	syms   []uint16 // symbol indexes to send, in order
-	next   int
-	parity [][]byte // computed parity payloads, parallel to the parity part of syms
+	first  int
+	npar   int
+	retx   []uint16
+	next   int      // symbols of the job sent so far
+	parity [][]byte // computed when the job starts
 }
+
+func (j *repairJob) size() int { return j.npar + len(j.retx) }
 
 // Sender is the sender engine: a state machine with no goroutines,
 // sockets or clock of its own (STYLE.md section 3). It streams every
@@ -225,7 +233,15 @@ func (s *Sender) lingerEnd() time.Time {
 	if s.lastRepair.After(t) {
 		t = s.lastRepair
 	}
-	return t.Add(s.cfg.Linger)
+	return t.Add(s.linger())
+}
+
+// linger is how long the sender waits for NAKs after its last activity:
+// the configured linger, but never less than twice the longest wait of a
+// receiver between NAKs for one block, so a receiver that is still
+// missing something always gets to ask again.
+func (s *Sender) linger() time.Duration {
+	return max(s.cfg.Linger, 2*MaxHoldoffGRTT*s.grtt.grtt)
 }
 
 // aggWindow is how long NAKs for one block are gathered: one NAK slot
@@ -281,9 +297,26 @@ func (s *Sender) handleNAK(now time.Time, n *wire.NAK) {
 		}
 		kb := s.lay.blockSymbols(s.sizes[e.Object], e.Block)
 		need := min(int(e.Need), kb)
-		if h := s.history[key]; h != nil && now.Sub(h.lastAt) < 2*s.grtt.grtt {
-			// The NAK may have crossed the repair just sent: count that
-			// repair as on its way.
+		h := s.history[key]
+		switch {
+		case h != nil && h.job != nil && h.job.next == 0:
+			// A repair for the block is queued: make it answer this NAK
+			// too instead of queueing another.
+			if need > h.job.size() {
+				s.grow(h.job, h, need, e.Mask)
+			} else {
+				s.stats.NAKsIgnored++
+			}
+			continue
+		case h != nil && h.job != nil:
+			// A repair is going out: count it as on its way.
+			if need <= h.job.size() {
+				s.stats.NAKsIgnored++
+				continue
+			}
+			need -= h.job.size()
+		case h != nil && now.Sub(h.lastAt) < 2*s.grtt.grtt:
+			// The NAK may have crossed the repair just sent.
 			if need <= h.lastCount {
 				s.stats.NAKsIgnored++
 				continue
@@ -317,34 +350,42 @@ func (s *Sender) HandleTimer(now time.Time) {
 	}
 }
 
-// queueRepair turns a bucket into a job: parity symbols not sent before,
-// then, once parity is used up, the missing source symbols again.
+// queueRepair turns a bucket into a job.
 func (s *Sender) queueRepair(b *bucket) {
-	kb := s.lay.blockSymbols(s.sizes[b.key.obj], b.key.blk)
 	h := s.history[b.key]
 	if h == nil {
 		h = &repairHist{nextParity: s.cfg.Proactive}
 		s.history[b.key] = h
 	}
 	s.stats.RepairRounds++
-	j := &repairJob{key: b.key, k: kb}
-	maxPar := fec.MaxParity(kb)
-	for range b.need {
-		if h.nextParity >= maxPar {
-			break
-		}
-		j.syms = append(j.syms, uint16(kb+h.nextParity))
+	j := &repairJob{key: b.key, k: s.lay.blockSymbols(s.sizes[b.key.obj], b.key.blk)}
+	s.grow(j, h, b.need, b.mask[:])
+	h.job = j
+	s.jobs = append(s.jobs, j)
+}
+
+// grow adds symbols to a job that has not started until it has need:
+// parity not sent before while there is any (DESIGN.md, "Repair by
+// parity"), then the source symbols the mask names, then any.
+func (s *Sender) grow(j *repairJob, h *repairHist, need int, mask []byte) {
+	maxPar := fec.MaxParity(j.k)
+	if j.npar == 0 {
+		j.first = h.nextParity
+	}
+	for j.size() < need && h.nextParity < maxPar && j.first+j.npar == h.nextParity {
+		j.npar++
 		h.nextParity++
 	}
-	for i := 0; i < kb && len(j.syms) < b.need; i++ {
-		if wire.MaskHas(b.mask[:], i) {
-			j.syms = append(j.syms, uint16(i))
+	for i := 0; i < j.k && j.size() < need; i++ {
+		if wire.MaskHas(mask, i) && !slices.Contains(j.retx, uint16(i)) {
+			j.retx = append(j.retx, uint16(i))
 		}
 	}
-	for i := 0; i < kb && len(j.syms) < b.need; i++ {
-		j.syms = append(j.syms, uint16(i)) // no mask: any source symbol
+	for i := 0; i < j.k && j.size() < need; i++ {
+		if !slices.Contains(j.retx, uint16(i)) {
+			j.retx = append(j.retx, uint16(i))
+		}
 	}
-	s.jobs = append(s.jobs, j)
 }
 
 // NextDeadline returns when HandleTimer or AppendOutgoing next has work.
@@ -545,37 +586,25 @@ func (s *Sender) loadBlock(key blockKey) ([]byte, error) {
 
 func (s *Sender) nextRepair(now time.Time) Datagram {
 	j := s.jobs[0]
-	if j.next == 0 {
+	if j.next == 0 && j.npar > 0 {
 		// Compute the job's parity symbols in one call.
 		data, err := s.loadBlock(j.key)
 		if err != nil {
 			s.err = err
 			return Datagram{}
 		}
-		first, n := -1, 0
-		for _, sym := range j.syms {
-			if int(sym) >= j.k {
-				if first < 0 {
-					first = int(sym) - j.k
-				}
-				n++
-			}
+		j.parity = make([][]byte, j.npar)
+		for i := range j.parity {
+			j.parity[i] = s.getSymbol()
 		}
-		if n > 0 {
-			j.parity = make([][]byte, n)
-			for i := range j.parity {
-				j.parity[i] = s.getSymbol()
-			}
-			if err := s.codec.Parity(s.symbols(data, j.k), first, j.parity); err != nil {
-				s.err = fmt.Errorf("sender: parity for object %d block %d: %w", j.key.obj, j.key.blk, err)
-				return Datagram{}
-			}
+		if err := s.codec.Parity(s.symbols(data, j.k), j.first, j.parity); err != nil {
+			s.err = fmt.Errorf("sender: parity for object %d block %d: %w", j.key.obj, j.key.blk, err)
+			return Datagram{}
 		}
 	}
-	sym := int(j.syms[j.next])
-	var payload []byte
-	if sym >= j.k {
-		payload = j.parity[j.next] // parity entries come first in syms
+	var d Datagram
+	if j.next < j.npar {
+		d = s.dataPacket(j.key, j.k+j.first+j.next, wire.DataRepair, j.parity[j.next])
 		s.stats.ParityPackets++
 	} else {
 		data, err := s.loadBlock(j.key)
@@ -583,23 +612,24 @@ func (s *Sender) nextRepair(now time.Time) Datagram {
 			s.err = err
 			return Datagram{}
 		}
+		sym := int(j.retx[j.next-j.npar])
 		n := s.lay.symbolLen(s.sizes[j.key.obj], j.key.blk, sym)
-		payload = data[sym*s.lay.symbolSize : sym*s.lay.symbolSize+n]
+		d = s.dataPacket(j.key, sym, wire.DataRepair, data[sym*s.lay.symbolSize:sym*s.lay.symbolSize+n])
 		s.stats.RetransPackets++
 	}
-	d := s.dataPacket(j.key, sym, wire.DataRepair, payload)
 	j.next++
-	if j.next == len(j.syms) {
+	if j.next == j.size() {
 		s.jobs[0] = nil
 		s.jobs = s.jobs[1:]
 		if len(s.jobs) == 0 {
 			s.jobs = nil
 		}
-		for _, p := range j.parity {
-			s.symbolPool = append(s.symbolPool, p)
-		}
+		s.symbolPool = append(s.symbolPool, j.parity...)
 		h := s.history[j.key]
-		h.lastAt, h.lastCount = now, len(j.syms)
+		h.lastAt, h.lastCount = now, j.size()
+		if h.job == j {
+			h.job = nil
+		}
 		s.lastRepair = now
 	}
 	return d

@@ -369,3 +369,34 @@ func TestSenderSilent(t *testing.T) {
 		t.Fatalf("got %v, want ErrSenderSilent", err)
 	}
 }
+
+// TestGRTTFromStatus: the STATUS a receiver sends when it finishes echoes
+// the sender's timestamp with the time it held it, so a receiver that
+// finishes long after the last TAIL does not inflate the sender's GRTT.
+func TestGRTTFromStatus(t *testing.T) {
+	file := randBytes(10, 1<<20)
+	w := newWorld(t, 10, 3, rmtp.SenderConfig{TailInterval: time.Second}, file)
+	// Receiver 1 loses the last symbol, so it finishes a repair round
+	// (tens of ms) after the final TAIL, holding that TAIL's timestamp.
+	last := uint16((len(file)+1407)/1408-1) % 64
+	w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+		return to.ID == 1 && p.Type == wire.TypeData && p.Data.Object == 1 && p.Data.Flags&wire.DataRepair == 0 && p.Data.Symbol == last && p.Data.Block == uint32(((len(file)+1407)/1408-1)/64)
+	}
+	if err := w.sim.Run(w.allDone, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Deliver the STATUS reports.
+	for range 1000 {
+		w.sim.Step()
+	}
+	st := w.sender.Stats()
+	if st.Completed != 3 {
+		t.Fatalf("sender heard %d completions, want 3", st.Completed)
+	}
+	if w.receivers[0].Stats().NAKsSent == 0 {
+		t.Fatal("the receiver did not need a repair; the test lost its point")
+	}
+	if st.GRTT > 5*time.Millisecond {
+		t.Errorf("GRTT after STATUS reports %v, want about the 2 ms round trip", st.GRTT)
+	}
+}
