@@ -102,7 +102,7 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 					start = now
 				}
 			}
-			out = r.AppendOutgoing(out[:0])
+			out = r.AppendOutgoing(now, out[:0])
 			if len(out) > 0 {
 				if _, err := ctlConn.WriteBatch(out); err != nil {
 					logger.Warn("send feedback", "err", err)

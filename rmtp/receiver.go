@@ -176,13 +176,13 @@ type Receiver struct {
 	lastTailTs uint64
 	lastTailAt time.Time
 	lastHeard  time.Time
-	now        time.Time // the latest time the caller passed in
 
-	out  []Datagram
-	nak  wire.NAK
-	hdr  wire.Header
-	done bool
-	err  error
+	out    []Datagram
+	status []wire.Status // reports to encode when sent
+	nak    wire.NAK
+	hdr    wire.Header
+	done   bool
+	err    error
 
 	stats ReceiverStats
 }
@@ -239,7 +239,6 @@ func (r *Receiver) fail(err error) {
 
 // HandlePacket processes one decoded packet.
 func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet) {
-	r.now = now
 	if p.Source == r.cfg.Source {
 		return // our own NAK, looped back
 	}
@@ -764,7 +763,6 @@ const bestEffortGrace = 2 * time.Second
 // HandleTimer sends the NAKs whose slots have come and restarts repair
 // cycles whose hold-off ran out.
 func (r *Receiver) HandleTimer(now time.Time) {
-	r.now = now
 	if r.done || r.err != nil {
 		return
 	}
@@ -846,29 +844,33 @@ func (r *Receiver) flushNAK(now time.Time) {
 	}
 }
 
+// queueStatus queues a completion report. It is encoded when it is sent,
+// so its echo delay covers the time spent finishing (fsync, rename).
 func (r *Receiver) queueStatus(state uint8) {
 	if !r.haveSession || !r.cfg.ControlGroup.IsValid() {
 		return
 	}
 	st := wire.Status{State: state, Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs}
-	if r.lastTailTs != 0 {
-		// The echo must say how long the timestamp was held, or the
-		// sender would take the whole wait for a round trip.
-		st.EchoDelayMicros = uint32(r.now.Sub(r.lastTailAt) / time.Microsecond)
-	}
 	if state == wire.StateComplete {
 		st.Complete = 1
 	} else if state == wire.StateFailed {
 		st.Failed = 1
 	}
-	h := r.hdr
-	h.Type = wire.TypeStatus
-	b := h.Append(make([]byte, 0, wire.HeaderSize+wire.StatusSize+wire.TagSize))
-	r.out = append(r.out, Datagram{Buf: st.Append(b), Addr: r.cfg.ControlGroup})
+	r.status = append(r.status, st)
 }
 
 // AppendOutgoing moves queued packets (NAK, STATUS) to dst.
-func (r *Receiver) AppendOutgoing(dst []Datagram) []Datagram {
+func (r *Receiver) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
+	for _, st := range r.status {
+		if st.EchoTimestamp != 0 {
+			st.EchoDelayMicros = uint32(now.Sub(r.lastTailAt) / time.Microsecond)
+		}
+		h := r.hdr
+		h.Type = wire.TypeStatus
+		b := h.Append(make([]byte, 0, wire.HeaderSize+wire.StatusSize+wire.TagSize))
+		dst = append(dst, Datagram{Buf: st.Append(b), Addr: r.cfg.ControlGroup})
+	}
+	r.status = r.status[:0]
 	dst = append(dst, r.out...)
 	clear(r.out)
 	r.out = r.out[:0]

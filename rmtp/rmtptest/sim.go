@@ -38,7 +38,7 @@ func (s SenderEndpoint) Outgoing(now time.Time) []rmtp.Datagram {
 type ReceiverEndpoint struct{ *rmtp.Receiver }
 
 // Outgoing drains the receiver's queued packets.
-func (r ReceiverEndpoint) Outgoing(time.Time) []rmtp.Datagram { return r.AppendOutgoing(nil) }
+func (r ReceiverEndpoint) Outgoing(now time.Time) []rmtp.Datagram { return r.AppendOutgoing(now, nil) }
 
 // Node is one endpoint attached to the simulated network.
 type Node struct {
