@@ -125,8 +125,14 @@ type rxBatch struct {
 	err error
 }
 
-// readLoop reads batches from conn until it is closed or ctx ends.
-func readLoop(ctx context.Context, conn PacketConn, out chan<- *rxBatch, free chan *rxBatch) {
+// readLoop reads batches from conn until it is closed or ctx ends. With
+// coalesce set, after a short batch it waits that long before reading
+// again, so the next recvmmsg returns many packets: a receiver woken once
+// per packet pays 2-6 us each time (PERF-NOTES.md), and the socket buffer
+// holds far more than a millisecond of traffic. Only the data socket
+// coalesces; feedback (peers' NAKs) is read at once so damping is not
+// delayed.
+func readLoop(ctx context.Context, conn PacketConn, out chan<- *rxBatch, free chan *rxBatch, coalesce time.Duration) {
 	for {
 		var b *rxBatch
 		select {
@@ -138,16 +144,23 @@ func readLoop(ctx context.Context, conn PacketConn, out chan<- *rxBatch, free ch
 			b.ds[i].Buf = b.ds[i].Buf[:cap(b.ds[i].Buf)]
 		}
 		b.n, b.err = conn.ReadBatch(b.ds)
+		n, err := b.n, b.err
 		select {
 		case out <- b:
 		case <-ctx.Done():
 			return
 		}
-		if b.err != nil {
+		if err != nil {
 			return
+		}
+		if coalesce > 0 && n < len(b.ds)/4 {
+			time.Sleep(coalesce)
 		}
 	}
 }
+
+// dataCoalesce is how long the data reader waits after a short batch.
+const dataCoalesce = time.Millisecond
 
 func newRxPool(n int) chan *rxBatch {
 	free := make(chan *rxBatch, n)

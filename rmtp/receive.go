@@ -85,8 +85,8 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 	defer cancel()
 	rx := make(chan *rxBatch)
 	free := newRxPool(8)
-	go readLoop(rctx, dataConn, rx, free)
-	go readLoop(rctx, ctlConn, rx, free)
+	go readLoop(rctx, dataConn, rx, free, dataCoalesce)
+	go readLoop(rctx, ctlConn, rx, free, 0)
 
 	var start time.Time
 	out := make([]Datagram, 0, 16)

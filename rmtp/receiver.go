@@ -696,18 +696,20 @@ func (r *Receiver) backoff(now time.Time, b *rblock) {
 
 // holdoff is how long a receiver waits for a repair after a NAK for the
 // block was sent or heard: the sender's aggregation window, a round trip
-// and some margin, doubled after each NAK of its own that went unanswered,
-// up to MaxHoldoffGRTT GRTTs. The sender lingers longer than that
-// (see Sender.linger), so a receiver is never left re-asking a sender that
-// has gone.
+// and some margin, doubled after each NAK of its own that went unanswered
+// (an overloaded sender or receiver answers late, and re-asking every few
+// GRTTs then only adds load: every NAK is processed by the sender and by
+// every peer), up to MaxHoldoff. The sender lingers longer than that (see
+// Sender.linger), so a receiver is never left re-asking a sender that has
+// gone.
 func (r *Receiver) holdoff(b *rblock) time.Duration {
 	base := time.Duration((r.cfg.BackoffFactor + 3) * float64(r.grtt))
-	return min(base<<min(b.retries, 2), MaxHoldoffGRTT*r.grtt)
+	return min(base<<min(b.retries, 6), MaxHoldoff(r.grtt))
 }
 
-// MaxHoldoffGRTT bounds a receiver's wait between NAKs for one block, in
-// GRTTs.
-const MaxHoldoffGRTT = 40
+// MaxHoldoff bounds a receiver's wait between NAKs for one block: 40
+// GRTTs, but at least a second.
+func MaxHoldoff(grtt time.Duration) time.Duration { return max(40*grtt, time.Second) }
 
 func (r *Receiver) arm(b *rblock, at time.Time) {
 	b.gen++

@@ -110,7 +110,7 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	defer cancel()
 	rx := make(chan *rxBatch)
 	free := newRxPool(2)
-	go readLoop(rctx, conn, rx, free)
+	go readLoop(rctx, conn, rx, free, 0)
 	defer conn.Close()
 
 	out := make([]Datagram, 0, DefaultBatch)

@@ -241,7 +241,7 @@ func (s *Sender) lingerEnd() time.Time {
 // receiver between NAKs for one block, so a receiver that is still
 // missing something always gets to ask again.
 func (s *Sender) linger() time.Duration {
-	return max(s.cfg.Linger, 2*MaxHoldoffGRTT*s.grtt.grtt)
+	return max(s.cfg.Linger, 2*MaxHoldoff(s.grtt.grtt))
 }
 
 // aggWindow is how long NAKs for one block are gathered: one NAK slot
