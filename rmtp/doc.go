@@ -1,0 +1,62 @@
+// Package rmtp is mcp's protocol: the sender and receiver engines, NAK
+// slotting and damping, repair, pacing, the GRTT estimate, the batched
+// multicast sockets, the file store, and the drivers Send and Receive that
+// run the engines over real sockets.
+//
+// The engines (Sender, Receiver) are plain state machines: their methods
+// take the current time and one input, queue what to send, and report
+// when they next need a call. They start no goroutines, read no clock and
+// touch no socket, so rmtp/rmtptest drives them deterministically. The
+// drivers own the sockets: one goroutine runs the engine, reader
+// goroutines hand it batches of datagrams, and every packet is decoded by
+// package wire before the engine sees it.
+//
+// It does not own the wire format (rmtp/wire), Reed-Solomon coding (fec),
+// the CLI (cmd/mcp), nor, yet, repair servers, checkpoints or keys.
+//
+// Protocol rules and where they come from (DESIGN.md, "Reliability"):
+//
+//   - A block is due once first-pass DATA of a later block, or a TAIL
+//     naming a later position, shows the sender has moved past it.
+//   - NAK slots are drawn from a truncated exponential over BackoffFactor
+//     GRTTs with lambda = ln(GroupSizeEstimate)+1 (RFC 5740 section
+//     5.5.1). A receiver that hears a peer's NAK asking for at least as
+//     many symbols of a block cancels its own; either way it waits a
+//     hold-off before asking again.
+//   - The sender gathers NAKs per block for one slot window (the XTP
+//     bucket) and answers the largest need with parity symbols never sent
+//     before for that block; once parity is exhausted (k+parity <= 256)
+//     it retransmits the source symbols the NAK masks name.
+//   - Repairs share the rate with new data, taking at most RepairShare of
+//     it while new data waits.
+//
+// Decisions taken where the design is silent, and why:
+//
+//   - Feedback (NAK, STATUS) goes to the data group's address on port+1,
+//     so the sender never reads its own data stream back and receivers read
+//     peers' NAKs on a socket of their own.
+//   - --interface is required: on a multi-homed host there is no safe
+//     default, and the wrong one sends a fleet's data onto the wrong LAN.
+//   - The NAK slot window is 6 GRTTs and the group-size estimate 1000
+//     (RFC 5740 suggests 4): measured in simulation, 100 receivers losing
+//     the same symbol let 2.0 NAKs through on average instead of 3.9.
+//   - A receiver's hold-off doubles while its NAKs for a block go
+//     unanswered, up to MaxHoldoff; the sender lingers at least twice
+//     that, so nobody is left asking a sender that has gone.
+//   - Receivers keep (up to 4 MiB of) packets heard before the first
+//     ANNOUNCE and replay them, and the first three ANNOUNCEs go out 2 ms
+//     apart, so one lost ANNOUNCE does not cost the start of the stream.
+//   - STATUS echoes the sender's timestamp with the time it was held,
+//     stamped when sent, so finishing a file (fsync, rename) is not taken
+//     for network delay.
+//   - The data socket reader waits 1 ms after a short batch, so recvmmsg
+//     returns many packets per wakeup; the feedback socket is read at once.
+//   - Files are written whole-block at a time into a preallocated
+//     temporary file in their final directory, hashed in order as blocks
+//     complete, fsynced and renamed only after the SHA-256 matches; all
+//     file operations go through an os.Root on the destination. Modes are
+//     masked to 0777. Symlinks and special files are not sent.
+//   - The pacer holds 20 ms of tokens: a sender sharing its cores with
+//     receivers is often descheduled for several milliseconds, and a
+//     smaller bucket lost most of the rate in the namespace lab.
+package rmtp
