@@ -41,8 +41,9 @@
 //     (RFC 5740 suggests 4): measured in simulation, 100 receivers losing
 //     the same symbol let 2.0 NAKs through on average instead of 3.9.
 //   - A receiver's hold-off doubles while its NAKs for a block go
-//     unanswered, up to MaxHoldoff; the sender lingers at least twice
-//     that, so nobody is left asking a sender that has gone.
+//     unanswered (at most 4x, and at most MaxHoldoff, 40 GRTTs); the sender
+//     lingers at least twice that, so nobody is left asking a sender that
+//     has gone.
 //   - Receivers keep (up to 4 MiB of) packets heard before the first
 //     ANNOUNCE and replay them, and the first three ANNOUNCEs go out 2 ms
 //     apart, so one lost ANNOUNCE does not cost the start of the stream.

@@ -697,19 +697,18 @@ func (r *Receiver) backoff(now time.Time, b *rblock) {
 // holdoff is how long a receiver waits for a repair after a NAK for the
 // block was sent or heard: the sender's aggregation window, a round trip
 // and some margin, doubled after each NAK of its own that went unanswered
-// (an overloaded sender or receiver answers late, and re-asking every few
-// GRTTs then only adds load: every NAK is processed by the sender and by
-// every peer), up to MaxHoldoff. The sender lingers longer than that (see
-// Sender.linger), so a receiver is never left re-asking a sender that has
-// gone.
+// (at most 4x), up to MaxHoldoff. Longer waits were tried: they calm an
+// overloaded group but fill the receiver's window of incomplete blocks at
+// high rates, which then drops new data (TestLoss5pct in tests/ failed).
+// The sender lingers longer than MaxHoldoff (see Sender.linger), so a
+// receiver is never left re-asking a sender that has gone.
 func (r *Receiver) holdoff(b *rblock) time.Duration {
 	base := time.Duration((r.cfg.BackoffFactor + 3) * float64(r.grtt))
-	return min(base<<min(b.retries, 6), MaxHoldoff(r.grtt))
+	return min(base<<min(b.retries, 2), MaxHoldoff(r.grtt))
 }
 
-// MaxHoldoff bounds a receiver's wait between NAKs for one block: 40
-// GRTTs, but at least a second.
-func MaxHoldoff(grtt time.Duration) time.Duration { return max(40*grtt, time.Second) }
+// MaxHoldoff bounds a receiver's wait between NAKs for one block: 40 GRTTs.
+func MaxHoldoff(grtt time.Duration) time.Duration { return 40 * grtt }
 
 func (r *Receiver) arm(b *rblock, at time.Time) {
 	b.gen++
