@@ -6,7 +6,9 @@
 // Environment:
 //
 //	MCP_BIN           use this mcp binary instead of building ./cmd/mcp
-//	MCP_E2E_RATE      the senders' --rate (default 300M)
+//	MCP_E2E_RATE      the senders' --rate (default 150M: CPU headroom for 4
+//	                  receivers and a sender on 2 cores; above ~250M at 5% loss the
+//	                  group overloads and collapses, a known limit until the rate adapts)
 //	MCP_E2E_LOGDIR    keep each process's stderr in DIR/<test>/
 //	MCP_E2E_LOGLEVEL  their --log-level when MCP_E2E_LOGDIR is set (default info)
 package tests
@@ -38,7 +40,7 @@ var (
 // defaultRate is the senders' --rate. 300 Mbit/s completed every run with
 // a sender and four receivers sharing two busy cores (the pacer actually
 // achieved 160-180 Mbit/s there); tests/bench.sh measures more.
-const defaultRate = "300M"
+const defaultRate = "150M"
 
 func rate() string {
 	if r := os.Getenv("MCP_E2E_RATE"); r != "" {
