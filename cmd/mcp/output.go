@@ -257,3 +257,13 @@ func (c *lineCapture) last() string {
 	defer c.mu.Unlock()
 	return c.line
 }
+
+// writeResult writes the one --json document for a command's outcome and
+// returns the command's error, or the write error if that is all that
+// went wrong.
+func writeResult(w io.Writer, err error, files int, bytes uint64, d time.Duration, goodputBps float64, report any) error {
+	if jerr := writeJSON(w, newResult(err, files, bytes, d, goodputBps, report)); jerr != nil && err == nil {
+		return jerr
+	}
+	return err
+}

@@ -100,10 +100,7 @@ func runReceive(cmd *cobra.Command, f *receiveFlags) error {
 		return err
 	}()
 	if f.out.json {
-		if jerr := writeJSON(stdout, newResult(err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)); jerr != nil && err == nil {
-			err = jerr
-		}
-		return err
+		return writeResult(stdout, err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)
 	}
 	if err == nil && !f.out.quiet {
 		printReceiveSummary(stdout, &rep, f.dir)

@@ -147,10 +147,7 @@ func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 		return err
 	}()
 	if f.out.json {
-		if jerr := writeJSON(stdout, newResult(err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)); jerr != nil && err == nil {
-			err = jerr
-		}
-		return err
+		return writeResult(stdout, err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)
 	}
 	if err == nil && !f.out.quiet {
 		printSendSummary(stdout, &rep)
