@@ -69,6 +69,9 @@ type SenderConfig struct {
 	// RateBitsPerSec caps the sending rate including headers and repairs.
 	// If zero, DefaultRateBitsPerSec. Negative means unpaced.
 	RateBitsPerSec float64
+	// FixedRate turns rate adaptation off: the sender keeps to
+	// RateBitsPerSec whatever receivers report (ratectl.go).
+	FixedRate bool
 	// Linger: see DefaultLinger. Must not be negative.
 	Linger time.Duration
 	// GRTT is the initial group round-trip time. If zero, DefaultGRTT.

@@ -13,15 +13,22 @@ type pacer struct {
 }
 
 func newPacer(rateBitsPerSec float64, now time.Time) pacer {
-	p := pacer{rate: rateBitsPerSec / 8, last: now}
+	p := pacer{last: now}
+	p.setRate(rateBitsPerSec)
+	p.tokens = p.burst
+	return p
+}
+
+// setRate changes the rate; tokens above the new burst are forfeited.
+func (p *pacer) setRate(rateBitsPerSec float64) {
+	p.rate = rateBitsPerSec / 8
 	// Go timers wake about once a millisecond at best, and a sender that
 	// shares its cores with receivers (the demo, a test lab) is often
 	// descheduled for several: hold 20 ms worth of tokens, and at least 64
 	// full-size packets, so late wakeups do not lose rate (measured in the
 	// 8-receiver lab: 5 ms of tokens reached 85 of 231 Mbit/s asked).
 	p.burst = max(p.rate*0.020, 64*1500)
-	p.tokens = p.burst
-	return p
+	p.tokens = min(p.tokens, p.burst)
 }
 
 func (p *pacer) refill(now time.Time) {

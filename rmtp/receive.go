@@ -35,6 +35,10 @@ type ReceiveReport struct {
 	MaxRSSBytes       uint64        `json:"max_rss_bytes"`
 }
 
+// loadSampleInterval is how often a receiver looks at its data socket's
+// queue (Receiver.NoteLoad); one getsockopt each time.
+const loadSampleInterval = 5 * time.Millisecond
+
 // Receive joins the group, receives one session into opts.Dir and returns
 // once every file is verified and in place. On any failure, including ctx
 // ending, no partial file is left in place.
@@ -88,7 +92,7 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 	go readLoop(rctx, dataConn, rx, free, dataCoalesce)
 	go readLoop(rctx, ctlConn, rx, free, 0)
 
-	var start time.Time
+	var start, lastLoad time.Time
 	out := make([]Datagram, 0, 16)
 	l := &loop{
 		now:  now,
@@ -100,6 +104,12 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 			if start.IsZero() {
 				if _, ok := r.Session(); ok {
 					start = now
+				}
+			}
+			if now.Sub(lastLoad) >= loadSampleInterval {
+				lastLoad = now
+				if l, err := dataConn.Load(); err == nil {
+					r.NoteLoad(now, l)
 				}
 			}
 			out = r.AppendOutgoing(now, out[:0])

@@ -3,10 +3,12 @@ package rmtp
 import (
 	"bytes"
 	"container/heap"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
+	"log/slog"
 	"math"
 	"net/netip"
 	"time"
@@ -65,6 +67,13 @@ type ReceiverStats struct {
 	NAKsHeard      uint64            `json:"naks_heard"`      // NAK packets from peers
 	NAKsSuppressed uint64            `json:"naks_suppressed"` // own NAKs cancelled by a peer's
 	Drops          map[string]uint64 `json:"drops"`           // packets dropped, by reason
+	// Overload (NoteLoad): packets the data socket dropped because this
+	// receiver did not read them in time, the fullest its queue was seen,
+	// and the congestion reports sent and left to a peer's.
+	SocketDrops          uint64 `json:"socket_drops"`
+	QueueMaxPermille     uint16 `json:"queue_max_permille"`
+	CongestionSent       uint64 `json:"congestion_reports_sent"`
+	CongestionSuppressed uint64 `json:"congestion_reports_suppressed"`
 }
 
 // Receiver errors callers branch on.
@@ -177,6 +186,12 @@ type Receiver struct {
 	lastTailAt time.Time
 	lastHeard  time.Time
 
+	load       SocketLoad // the last NoteLoad sample
+	haveLoad   bool
+	overruns   uint32    // socket drops not reported yet
+	congNext   time.Time // no congestion report before this
+	peerCongTo time.Time // a peer reported congestion: stay quiet until this
+
 	out    []Datagram
 	status []wire.Status // reports to encode when sent
 	nak    wire.NAK
@@ -185,6 +200,7 @@ type Receiver struct {
 	err    error
 
 	stats ReceiverStats
+	debug bool // Logger takes debug records
 }
 
 // NewReceiver returns a receiver that writes through store.
@@ -200,6 +216,7 @@ func NewReceiver(cfg ReceiverConfig, store Store) (*Receiver, error) {
 		grtt:   DefaultGRTT,
 	}
 	r.stats.Drops = make(map[string]uint64)
+	r.debug = cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
 	return r, nil
 }
 
@@ -228,6 +245,60 @@ func (r *Receiver) Stats() ReceiverStats {
 // Drop counts a packet dropped for reason (decode failures are counted by
 // the driver through this too, so one map holds them all).
 func (r *Receiver) Drop(reason string) { r.stats.Drops[reason]++ }
+
+// congestionFill is the queue fill, in permille, from which a receive
+// queue that is still growing counts as falling behind.
+const congestionFill = 125
+
+// NoteLoad tells the receiver how loaded its data socket is; the driver
+// samples it every few milliseconds while packets flow. A receiver falls
+// behind when its socket dropped packets since the last sample, or when the queue is over congestionFill
+// and has not shrunk. It then multicasts a STATUS with StatusCongested, at
+// most once per report interval, unless a peer's report was heard within
+// the interval: the sender slows down for whoever reports (ratectl.go).
+func (r *Receiver) NoteLoad(now time.Time, l SocketLoad) {
+	prev, had := r.load, r.haveLoad
+	r.load, r.haveLoad = l, true
+	var fill uint16
+	if l.Capacity > 0 {
+		fill = uint16(min(uint64(l.Queued)*1000/uint64(l.Capacity), wire.MaxQueuePermille))
+	}
+	r.stats.QueueMaxPermille = max(r.stats.QueueMaxPermille, fill)
+	var drops uint64
+	if had && l.Drops > prev.Drops {
+		drops = l.Drops - prev.Drops
+		r.stats.SocketDrops += drops
+	}
+	if !r.haveSession || r.done || r.err != nil || !r.cfg.ControlGroup.IsValid() {
+		r.overruns = 0
+		return
+	}
+	overruns := uint32(min(uint64(r.overruns)+drops, 1<<32-1))
+	r.overruns = overruns
+	growing := had && fill >= congestionFill && l.Queued >= prev.Queued
+	if overruns == 0 && !growing {
+		return
+	}
+	if now.Before(r.congNext) {
+		return // counted in the next report
+	}
+	r.overruns = 0
+	r.congNext = now.Add(r.congInterval())
+	if now.Before(r.peerCongTo) {
+		r.stats.CongestionSuppressed++
+		return
+	}
+	r.stats.CongestionSent++
+	r.status = append(r.status, wire.Status{
+		State: wire.StateProgress, Flags: wire.StatusCongested,
+		Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs,
+		Overruns: overruns, QueuePermille: fill,
+	})
+}
+
+// congInterval is the least time between two congestion reports of one
+// receiver, and how long a peer's report silences it.
+func (r *Receiver) congInterval() time.Duration { return max(r.grtt, 10*time.Millisecond) }
 
 func (r *Receiver) fail(err error) {
 	if r.err == nil && !r.done {
@@ -287,6 +358,10 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 		r.handleData(now, &p.Data)
 	case wire.TypeNAK:
 		r.handlePeerNAK(now, &p.NAK)
+	case wire.TypeStatus:
+		if p.Status.Flags&wire.StatusCongested != 0 {
+			r.peerCongTo = now.Add(r.congInterval())
+		}
 	}
 }
 
@@ -842,6 +917,11 @@ func (r *Receiver) flushNAK(now time.Time) {
 		r.out = append(r.out, Datagram{Buf: b, Addr: r.cfg.ControlGroup})
 		r.stats.NAKsSent++
 		r.stats.NAKEntriesSent += uint64(i)
+		if r.debug {
+			e := &n.Entries[0]
+			r.cfg.Logger.Debug("nak", "entries", i, "object", e.Object, "block", e.Block, "need", e.Need,
+				"frontier_block", r.frontier.blk, "pending", len(r.blocks), "window", r.window, "grtt", r.grtt)
+		}
 	}
 }
 

@@ -1,8 +1,10 @@
 package rmtp
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"time"
@@ -33,6 +35,12 @@ type SenderStats struct {
 	Completed       uint64        `json:"receivers_completed"` // STATUS complete heard
 	Failed          uint64        `json:"receivers_failed"`
 	GRTT            time.Duration `json:"grtt_ns"`
+	// Rate adaptation (ratectl.go): congestion reports heard from
+	// receivers, cuts made, and the lowest and the final rate.
+	CongestionReports uint64  `json:"congestion_reports"`
+	RateCuts          uint64  `json:"rate_cuts"`
+	RateMinBps        float64 `json:"rate_min_bps"`
+	RateBps           float64 `json:"rate_bps"`
 }
 
 // bucket gathers NAKs for one block over the aggregation window and is
@@ -86,6 +94,7 @@ type Sender struct {
 	start    time.Time
 
 	pace pacer
+	rc   rateControl
 	grtt grttEstimator
 
 	// Stream position: pos is the block being sent (or next to send);
@@ -118,6 +127,7 @@ type Sender struct {
 	hdr         wire.Header
 	bufSize     int
 	repairLimit float64
+	debug       bool // Logger takes debug records
 }
 
 // NewSender returns a sender for the files of m, whose contents src
@@ -147,6 +157,7 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		session:    wire.SessionIDOf(enc),
 		start:      now,
 		pace:       newPacer(cfg.RateBitsPerSec, now),
+		rc:         newRateControl(cfg.RateBitsPerSec, cfg.FixedRate, now),
 		grtt:       grttEstimator{grtt: cfg.GRTT},
 		buckets:    make(map[blockKey]*bucket),
 		history:    make(map[blockKey]*repairHist),
@@ -184,6 +195,8 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 	}
 	s.stats.Session = s.session.String()
 	s.stats.Objects = len(s.sizes)
+	s.stats.RateMinBps = max(cfg.RateBitsPerSec, 0)
+	s.debug = cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
 	return s, nil
 }
 
@@ -194,6 +207,7 @@ func (s *Sender) Session() wire.SessionID { return s.session }
 func (s *Sender) Stats() SenderStats {
 	st := s.stats
 	st.GRTT = s.grtt.grtt
+	st.RateBps = max(s.rc.rate, 0)
 	return st
 }
 
@@ -260,6 +274,15 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 		s.handleNAK(now, &p.NAK)
 	case wire.TypeStatus:
 		s.echo(now, p.Status.EchoTimestamp, p.Status.EchoDelayMicros)
+		if p.Status.Flags&wire.StatusCongested != 0 {
+			s.stats.CongestionReports++
+			if s.rc.congested(now, s.grtt.grtt) {
+				s.stats.RateCuts++
+				s.pace.refill(now)
+				s.pace.setRate(s.rc.rate)
+				s.stats.RateMinBps = min(s.stats.RateMinBps, s.rc.rate)
+			}
+		}
 		if prev := s.statusSeen[p.Source]; prev != p.Status.State {
 			s.statusSeen[p.Source] = p.Status.State
 			switch p.Status.State {
@@ -362,6 +385,10 @@ func (s *Sender) queueRepair(b *bucket) {
 	s.grow(j, h, b.need, b.mask[:])
 	h.job = j
 	s.jobs = append(s.jobs, j)
+	if s.debug {
+		s.cfg.Logger.Debug("repair queued", "object", b.key.obj, "block", b.key.blk, "need", b.need,
+			"parity", j.npar, "retx", len(j.retx), "jobs", len(s.jobs), "pos_block", s.pos.blk, "rate", s.rc.rate, "grtt", s.grtt.grtt)
+	}
 }
 
 // grow adds symbols to a job that has not started until it has need:
@@ -433,6 +460,9 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		s.nextTail = now.Add(s.cfg.TailInterval)
 	}
 	s.pace.refill(now)
+	if s.rc.climb(now) {
+		s.pace.setRate(s.rc.rate)
+	}
 	for len(dst) < cap(dst) && s.pace.ready() && s.err == nil {
 		haveRepair := len(s.jobs) > 0
 		var d Datagram

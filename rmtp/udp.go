@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -538,4 +539,47 @@ func (c *UDPConn) Close() error {
 		return fmt.Errorf("close socket %s on %s: %w", c.local, c.ifname, err)
 	}
 	return nil
+}
+
+// SocketLoad is how full a socket's receive queue is and how many packets
+// the kernel dropped for lack of room in it: the receiver's own overload,
+// as opposed to loss on the network.
+type SocketLoad struct {
+	Queued   int    // bytes queued for reading (packet overhead included)
+	Capacity int    // the receive buffer limit, counted the same way
+	Drops    uint64 // packets dropped by the socket since it was opened
+}
+
+// soMeminfo is SO_MEMINFO (include/uapi/asm-generic/socket.h); x/sys has
+// the SK_MEMINFO_* indexes but not the option itself.
+const soMeminfo = 55
+
+// Load reads the receive queue's fill and drop count with one
+// getsockopt(SO_MEMINFO).
+func (c *UDPConn) Load() (SocketLoad, error) {
+	rc, err := c.conn.SyscallConn()
+	if err != nil {
+		return SocketLoad{}, err
+	}
+	var info [unix.SK_MEMINFO_VARS]uint32
+	var serr error
+	cerr := rc.Control(func(fd uintptr) {
+		size := uint32(unsafe.Sizeof(info))
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, soMeminfo,
+			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
+		if errno != 0 {
+			serr = errno
+		}
+	})
+	if cerr != nil {
+		return SocketLoad{}, cerr
+	}
+	if serr != nil {
+		return SocketLoad{}, fmt.Errorf("getsockopt SO_MEMINFO on %s: %w", c.local, serr)
+	}
+	return SocketLoad{
+		Queued:   int(info[unix.SK_MEMINFO_RMEM_ALLOC]),
+		Capacity: int(info[unix.SK_MEMINFO_RCVBUF]),
+		Drops:    uint64(info[unix.SK_MEMINFO_DROPS]),
+	}, nil
 }

@@ -726,3 +726,47 @@ func BenchmarkWriteToUDP(b *testing.B) {
 		})
 	}
 }
+
+// TestUDPLoad fills a small receive buffer that nobody reads: the queue
+// shows in Load, and the datagrams that did not fit show as drops.
+func TestUDPLoad(t *testing.T) {
+	port := freePort(t)
+	group := testGroup(12)
+	r := openLo(t, SocketConfig{
+		Bind:       netip.AddrPortFrom(group, port),
+		Join:       []netip.Addr{group},
+		ReadBuffer: 64 << 10,
+	})
+	send := openSender(t)
+	l0, err := r.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l0.Queued != 0 || l0.Drops != 0 || l0.Capacity < 64<<10 {
+		t.Fatalf("fresh socket: %+v, want empty with capacity >= 64 KiB", l0)
+	}
+	const total = 400 // 400 x 1400 bytes: several times the buffer
+	ds := make([]Datagram, total)
+	for i := range ds {
+		ds[i] = Datagram{Buf: make([]byte, 1400), Addr: netip.AddrPortFrom(group, port)}
+	}
+	writeAll(t, send, ds)
+	l1, err := r.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after %d datagrams into a %d-byte buffer: %+v", total, l1.Capacity, l1)
+	if l1.Queued == 0 || l1.Queued > l1.Capacity+64<<10 {
+		t.Errorf("queued %d bytes, want between 1 and about the capacity %d", l1.Queued, l1.Capacity)
+	}
+	if l1.Drops == 0 {
+		t.Errorf("no drops counted after overfilling the buffer")
+	}
+	got := readN(t, r, 1, 1500)
+	if len(got) != 1 {
+		t.Fatal("read nothing")
+	}
+	if uint64(total)-l1.Drops < 1 {
+		t.Errorf("drops %d of %d sent, but one was read", l1.Drops, total)
+	}
+}

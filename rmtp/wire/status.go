@@ -2,13 +2,14 @@ package wire
 
 import "encoding/binary"
 
-// STATUS body (32 bytes), a completion report from a receiver, rolled up
-// the repair tree by repair servers:
+// STATUS body (40 bytes), a report from a receiver: completion (rolled up
+// the repair tree by repair servers) or, with StatusCongested, that it
+// cannot keep up with the rate:
 //
 //	 0                   1                   2                   3
 //	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //	+---------------+---------------+-------------------------------+
-//	|     State     |   reserved    |          Reason code          |
+//	|     State     |     Flags     |          Reason code          |
 //	+---------------+---------------+-------------------------------+
 //	|                Receivers complete (aggregated)                |
 //	+---------------------------------------------------------------+
@@ -20,9 +21,20 @@ import "encoding/binary"
 //	+---------------------------------------------------------------+
 //	|                Echo delay, microseconds                       |
 //	+---------------------------------------------------------------+
+//	|                Overruns                                       |
+//	+-------------------------------+-------------------------------+
+//	|      Queue fill, permille     |           reserved            |
+//	+-------------------------------+-------------------------------+
 
 // StatusSize is the size of a STATUS body in bytes.
-const StatusSize = 32
+const StatusSize = 40
+
+// StatusCongested marks a STATUS that reports the receiver falling
+// behind: its receive queue is filling or overflowing.
+const StatusCongested uint8 = 0x01
+
+// MaxQueuePermille is the largest queue fill a STATUS may carry.
+const MaxQueuePermille = 1000
 
 // Receiver states in STATUS.
 const (
@@ -33,24 +45,35 @@ const (
 
 // Status reports completion.
 type Status struct {
-	State           uint8
+	State uint8
+	Flags uint8 // StatusCongested
+
 	Reason          uint16 // why it failed, when State is StateFailed
 	Complete        uint32 // receivers that finished (1 from a receiver)
 	Failed          uint32 // receivers that failed
 	Bytes           uint64
 	EchoTimestamp   uint64
 	EchoDelayMicros uint32
+	// Overruns counts packets the receiver dropped since its previous
+	// report because it could not take them (socket queue overflow, full
+	// window): loss it caused itself, not the network.
+	Overruns uint32
+	// QueuePermille is how full the receiver's receive queue was.
+	QueuePermille uint16
 }
 
 // Append appends the encoded body to b.
 func (s *Status) Append(b []byte) []byte {
-	b = append(b, s.State, 0)
+	b = append(b, s.State, s.Flags)
 	b = binary.BigEndian.AppendUint16(b, s.Reason)
 	b = binary.BigEndian.AppendUint32(b, s.Complete)
 	b = binary.BigEndian.AppendUint32(b, s.Failed)
 	b = binary.BigEndian.AppendUint64(b, s.Bytes)
 	b = binary.BigEndian.AppendUint64(b, s.EchoTimestamp)
-	return binary.BigEndian.AppendUint32(b, s.EchoDelayMicros)
+	b = binary.BigEndian.AppendUint32(b, s.EchoDelayMicros)
+	b = binary.BigEndian.AppendUint32(b, s.Overruns)
+	b = binary.BigEndian.AppendUint16(b, s.QueuePermille)
+	return append(b, 0, 0)
 }
 
 // Size returns the encoded body size in bytes.
@@ -64,9 +87,9 @@ func (s *Status) Parse(b []byte) error {
 	if len(b) > StatusSize {
 		return errf(TypeStatus, ReasonTrailing, "%d extra bytes", len(b)-StatusSize)
 	}
-	s.State = b[0]
-	if b[1] != 0 {
-		return errf(TypeStatus, ReasonReserved, "reserved byte")
+	s.State, s.Flags = b[0], b[1]
+	if s.Flags&^StatusCongested != 0 {
+		return errf(TypeStatus, ReasonReserved, "unknown flags %#x", s.Flags)
 	}
 	if s.State > StateFailed {
 		return errf(TypeStatus, ReasonRange, "state %d", s.State)
@@ -77,5 +100,13 @@ func (s *Status) Parse(b []byte) error {
 	s.Bytes = binary.BigEndian.Uint64(b[12:])
 	s.EchoTimestamp = binary.BigEndian.Uint64(b[20:])
 	s.EchoDelayMicros = binary.BigEndian.Uint32(b[28:])
+	s.Overruns = binary.BigEndian.Uint32(b[32:])
+	s.QueuePermille = binary.BigEndian.Uint16(b[36:])
+	if s.QueuePermille > MaxQueuePermille {
+		return errf(TypeStatus, ReasonRange, "queue fill %d permille", s.QueuePermille)
+	}
+	if b[38] != 0 || b[39] != 0 {
+		return errf(TypeStatus, ReasonReserved, "reserved bytes")
+	}
 	return nil
 }

@@ -80,6 +80,10 @@ func samplePackets() []struct {
 			State: wire.StateFailed, Reason: 7, Complete: 41, Failed: 2,
 			Bytes: 5 << 30, EchoTimestamp: 1_732_000_000_123_456_789, EchoDelayMicros: 900,
 		}}},
+		{"status-congested", wire.Packet{Header: testHeader(wire.TypeStatus), Status: wire.Status{
+			State: wire.StateProgress, Flags: wire.StatusCongested, Bytes: 1 << 20,
+			Overruns: 1234, QueuePermille: 620,
+		}}},
 	}
 }
 
@@ -273,10 +277,12 @@ func TestLayout(t *testing.T) {
 			p: wire.Packet{
 				Header: wire.Header{Type: wire.TypeStatus, Session: wire.SessionID{1, 2, 3, 4, 5, 6, 7, 8}, Source: 0x0a0b0c0d},
 				Status: wire.Status{State: wire.StateFailed, Reason: 0x0102, Complete: 0x11121314, Failed: 0x21222324,
-					Bytes: 0x3132333435363738, EchoTimestamp: 0x4142434445464748, EchoDelayMicros: 0x51525354},
+					Bytes: 0x3132333435363738, EchoTimestamp: 0x4142434445464748, EchoDelayMicros: 0x51525354,
+					Flags: wire.StatusCongested, Overruns: 0x61626364, QueuePermille: 0x03e8},
 			},
 			want: "01060000" + "0102030405060708" + "0a0b0c0d" +
-				"02000102" + "11121314" + "21222324" + "3132333435363738" + "4142434445464748" + "51525354",
+				"02010102" + "11121314" + "21222324" + "3132333435363738" + "4142434445464748" + "51525354" +
+				"61626364" + "03e8" + "0000",
 		},
 	}
 	for _, tc := range tests {
@@ -508,7 +514,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"advert reserved byte", edit(t, "advert-ipv6", set(hs+37, 1)), wire.ReasonReserved},
 
 		{"status trailing", edit(t, "status", appendBytes(0)), wire.ReasonTrailing},
-		{"status reserved byte", edit(t, "status", set(hs+1, 1)), wire.ReasonReserved},
+		{"status unknown flag", edit(t, "status", set(hs+1, 2)), wire.ReasonReserved},
+		{"status reserved byte", edit(t, "status", set(hs+39, 1)), wire.ReasonReserved},
+		{"status queue over 1000", edit(t, "status", set(hs+36, 0x04)), wire.ReasonRange},
 		{"status state 3", edit(t, "status", set(hs+0, 3)), wire.ReasonRange},
 		{"status state 255", edit(t, "status", set(hs+0, 255)), wire.ReasonRange},
 	}

@@ -87,7 +87,8 @@ type Transfer struct {
 	// transfer is also bounded by it plus 30 s.
 	Timeout time.Duration
 	// LogDir, if set, receives each process's whole stderr: sender.log,
-	// receiver-0.log, ... (for --log-level debug sessions).
+	// receiver-0.log, ... (for --log-level debug sessions), and its --json
+	// document: sender.json, receiver-0.json, ...
 	LogDir string
 }
 
@@ -257,6 +258,11 @@ func start[R any](ctx context.Context, h *Host, bin string, args []string, p *Pr
 		}
 		p.Stdout = stdout.String()
 		p.Stderr = stderr.String()
+		if logFile != "" {
+			// The --json document next to the log, for reading afterwards;
+			// a failure to write it only loses that copy.
+			_ = os.WriteFile(strings.TrimSuffix(logFile, ".log")+".json", stdout.Bytes(), 0o644)
+		}
 		p.JSONErr = decodeOne(stdout.Bytes(), &p.JSON)
 	}, nil
 }

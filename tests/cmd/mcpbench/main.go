@@ -230,8 +230,8 @@ func bench(ctx context.Context, c config, l *lab.Lab) (int, error) {
 			if err := os.MkdirAll(tr.LogDir, 0o755); err != nil {
 				return 1, err
 			}
-			tr.SendArgs = append(tr.SendArgs, "--log-level", "info")
-			tr.RecvArgs = []string{"--log-level", "info"}
+			tr.SendArgs = append(tr.SendArgs, "--log-level", envOr("LOGLEVEL", "info"))
+			tr.RecvArgs = []string{"--log-level", envOr("LOGLEVEL", "info")}
 		}
 		res, err := tr.Run(ctx)
 		if err != nil {

@@ -1,0 +1,208 @@
+package rmtp_test
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/mcp-dev/mcp/rmtp"
+	"github.com/mcp-dev/mcp/rmtp/rmtptest"
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// slowEndpoint is a receiver behind a socket queue that it drains at a
+// fixed packet rate: packets that find the queue full are dropped, as the
+// kernel does for a receiver that cannot keep up. It tells the receiver
+// the queue's fill and drop count every 5 ms, as Receive does.
+type slowEndpoint struct {
+	rmtptest.ReceiverEndpoint
+	perSec   float64 // packets drained per second
+	capacity float64 // packets the queue holds
+	q        float64
+	drops    uint64
+	last     time.Time
+	lastNote time.Time
+}
+
+// truesize is what one full-size packet costs in a socket buffer.
+const truesize = 2304
+
+func (e *slowEndpoint) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet) {
+	if p.Type == wire.TypeData || p.Type == wire.TypeTail || p.Type == wire.TypeAnnounce {
+		if !e.last.IsZero() {
+			e.q = max(0, e.q-e.perSec*now.Sub(e.last).Seconds())
+		}
+		e.last = now
+		if e.q+1 > e.capacity {
+			e.drops++
+			e.note(now)
+			return
+		}
+		e.q++
+	}
+	e.note(now)
+	e.ReceiverEndpoint.HandlePacket(now, from, p)
+}
+
+func (e *slowEndpoint) note(now time.Time) {
+	if now.Sub(e.lastNote) < 5*time.Millisecond {
+		return
+	}
+	e.lastNote = now
+	e.NoteLoad(now, rmtp.SocketLoad{Queued: int(e.q) * truesize, Capacity: int(e.capacity) * truesize, Drops: e.drops})
+}
+
+// TestSlowReceiverRate: one of three receivers drains its socket at about
+// 35 Mbit/s while the sender may send at 200. With rate adaptation the
+// sender backs off to what that receiver takes, every copy completes, and
+// the bytes sent stay near the file size; with a fixed rate the slow
+// receiver's queue overflows all the time and repairs pile up.
+func TestSlowReceiverRate(t *testing.T) {
+	file := randBytes(11, 8<<20)
+	run := func(fixed bool) (rmtp.SenderStats, *slowEndpoint, time.Duration, error) {
+		w := newWorld(t, 11, 2, rmtp.SenderConfig{RateBitsPerSec: 200e6, FixedRate: fixed}, file)
+		st := &rmtptest.MemStore{}
+		cfg := rmtp.ReceiverConfig{ControlGroup: ctlGroup, Rand: rand.New(rand.NewPCG(11, 3))}
+		r, err := rmtp.NewReceiver(cfg, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow := &slowEndpoint{ReceiverEndpoint: rmtptest.ReceiverEndpoint{Receiver: r}, perSec: 3000, capacity: 1000}
+		w.receivers = append(w.receivers, r)
+		w.stores = append(w.stores, st)
+		w.sim.Add(slow, dataGroup, ctlGroup)
+		err = w.sim.Run(w.allDone, 2*time.Minute)
+		if err == nil {
+			w.check(t)
+		}
+		return w.sender.Stats(), slow, w.sim.Now.Sub(epoch), err
+	}
+	st, slow, took, err := run(false)
+	if err != nil {
+		t.Fatalf("adaptive: %v", err)
+	}
+	over := float64(st.BytesSent) / float64(len(file))
+	t.Logf("adaptive rate: done in %v of simulated time, sent/file %.3f, congestion reports %d, cuts %d, lowest rate %.1f Mbit/s, slow receiver's socket drops %d (%.1f%% of %d packets)",
+		took, over, st.CongestionReports, st.RateCuts, st.RateMinBps/1e6, slow.drops, 100*float64(slow.drops)/float64(st.DataPackets), st.DataPackets)
+	if st.RateCuts == 0 {
+		t.Errorf("the sender never slowed down")
+	}
+	if st.RateMinBps > 60e6 {
+		t.Errorf("lowest rate %.1f Mbit/s, want below the slow receiver's ~35", st.RateMinBps/1e6)
+	}
+	if over > 1.5 {
+		t.Errorf("sent/file %.3f, want <= 1.5", over)
+	}
+	// About 8 MiB at the ~35 Mbit/s the slow receiver takes is 2 s.
+	if took > 6*time.Second {
+		t.Errorf("took %v of simulated time, want about 2-3 s", took)
+	}
+
+	fst, fslow, ftook, ferr := run(true)
+	t.Logf("fixed rate: err %v, %v of simulated time, sent/file %.3f, slow receiver's socket drops %d",
+		ferr, ftook, float64(fst.BytesSent)/float64(len(file)), fslow.drops)
+	if ferr == nil && fst.BytesSent <= st.BytesSent {
+		t.Errorf("fixed rate sent %d bytes, adaptive %d: adaptation saved nothing", fst.BytesSent, st.BytesSent)
+	}
+}
+
+// TestCongestionReports: a receiver reports a filling or overflowing
+// socket queue at most once per interval, a peer that heard the report
+// keeps quiet, and the sender cuts its rate once per epoch and climbs
+// back to the cap.
+func TestCongestionReports(t *testing.T) {
+	file := randBytes(12, 4<<20)
+	w := newWorld(t, 12, 2, rmtp.SenderConfig{RateBitsPerSec: 100e6}, file)
+	r0, r1 := w.receivers[0], w.receivers[1]
+	// Run until both know the session, with data still to come.
+	if err := w.sim.Run(func() bool {
+		_, ok0 := r0.Session()
+		_, ok1 := r1.Session()
+		return ok0 && ok1
+	}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	now := w.sim.Now
+	const c = 1_000_000
+	statuses := func(r *rmtp.Receiver) []wire.Packet {
+		var out []wire.Packet
+		for _, d := range r.AppendOutgoing(now, nil) {
+			var p wire.Packet
+			if err := wire.Decode(d.Buf, &p); err != nil {
+				t.Fatal(err)
+			}
+			if p.Type == wire.TypeStatus {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	r0.NoteLoad(now, rmtp.SocketLoad{Queued: 0, Capacity: c})
+	r0.NoteLoad(now, rmtp.SocketLoad{Queued: c / 20, Capacity: c}) // 5%: fine
+	if got := statuses(r0); len(got) != 0 {
+		t.Fatalf("a queue at 5%% was reported: %+v", got[0].Status)
+	}
+	r0.NoteLoad(now, rmtp.SocketLoad{Queued: c / 5, Capacity: c}) // 20% and growing
+	got := statuses(r0)
+	if len(got) != 1 || got[0].Status.Flags&wire.StatusCongested == 0 || got[0].Status.QueuePermille != 200 {
+		t.Fatalf("got %+v, want one congested STATUS at 200 permille", got)
+	}
+	// Drops within the interval are held for the next report.
+	now = now.Add(time.Millisecond)
+	r0.NoteLoad(now, rmtp.SocketLoad{Queued: c / 5, Capacity: c, Drops: 7})
+	if got := statuses(r0); len(got) != 0 {
+		t.Fatal("a second report inside the interval")
+	}
+	now = now.Add(20 * time.Millisecond)
+	r0.NoteLoad(now, rmtp.SocketLoad{Queued: c / 10, Capacity: c, Drops: 9}) // shrinking, but 2 more drops
+	got2 := statuses(r0)
+	if len(got2) != 1 || got2[0].Status.Overruns != 9 {
+		t.Fatalf("got %+v, want one report of 9 overruns", got2)
+	}
+
+	// The peer hears the report and keeps its own to itself.
+	r1.HandlePacket(now, netip.AddrPort{}, &got2[0])
+	r1.NoteLoad(now, rmtp.SocketLoad{Capacity: c})
+	r1.NoteLoad(now, rmtp.SocketLoad{Capacity: c, Drops: 3})
+	if got := statuses(r1); len(got) != 0 {
+		t.Fatal("the peer reported although it had just heard a report")
+	}
+	if st := r1.Stats(); st.CongestionSuppressed != 1 || st.SocketDrops != 3 {
+		t.Errorf("peer stats %+v, want 1 suppressed, 3 socket drops", st)
+	}
+
+	// The sender: a cut per epoch, then a climb back to the cap.
+	s := w.sender
+	s.HandlePacket(now, netip.AddrPort{}, &got[0])
+	s.HandlePacket(now.Add(time.Millisecond), netip.AddrPort{}, &got2[0]) // same epoch
+	st := s.Stats()
+	if st.CongestionReports != 2 || st.RateCuts != 1 || st.RateBps != 75e6 {
+		t.Fatalf("after two reports in one epoch: reports %d, cuts %d, rate %.0f; want 2, 1, 75e6", st.CongestionReports, st.RateCuts, st.RateBps)
+	}
+	later := now.Add(time.Second)
+	s.HandlePacket(later, netip.AddrPort{}, &got2[0])
+	if st := s.Stats(); st.RateCuts != 2 || st.RateBps != 56.25e6 || st.RateMinBps != 56.25e6 {
+		t.Fatalf("a report an epoch later: cuts %d, rate %.0f, min %.0f; want 2, 56.25e6", st.RateCuts, st.RateBps, st.RateMinBps)
+	}
+	s.AppendOutgoing(later.Add(time.Second), make([]rmtp.Datagram, 0, 1))
+	if st := s.Stats(); st.RateBps != 81.25e6 {
+		t.Errorf("a second later the rate is %.2f Mbit/s, want 81.25 (climbing 25 Mbit/s per second)", st.RateBps/1e6)
+	}
+	s.AppendOutgoing(later.Add(3*time.Second), make([]rmtp.Datagram, 0, 1))
+	if st := s.Stats(); st.RateBps != 100e6 {
+		t.Errorf("three seconds later the rate is %.2f Mbit/s, want the 100 cap", st.RateBps/1e6)
+	}
+}
+
+// TestFixedRateIgnoresReports: with FixedRate the sender counts reports
+// but keeps its rate.
+func TestFixedRateIgnoresReports(t *testing.T) {
+	w := newWorld(t, 13, 0, rmtp.SenderConfig{RateBitsPerSec: 100e6, FixedRate: true}, randBytes(13, 1<<20))
+	p := wire.Packet{Header: wire.Header{Type: wire.TypeStatus, Session: w.sender.Session(), Source: 99},
+		Status: wire.Status{Flags: wire.StatusCongested, Overruns: 100}}
+	w.sender.HandlePacket(epoch.Add(time.Second), netip.AddrPort{}, &p)
+	if st := w.sender.Stats(); st.CongestionReports != 1 || st.RateCuts != 0 || st.RateBps != 100e6 {
+		t.Errorf("fixed rate: reports %d, cuts %d, rate %.0f; want 1, 0, 100e6", st.CongestionReports, st.RateCuts, st.RateBps)
+	}
+}
