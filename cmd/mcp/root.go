@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -44,11 +45,25 @@ Across hosts, start receivers first, then the sender:
 	}
 	// --cpuprofile is for measuring mcp itself (tests/, issue work); it is
 	// hidden from help.
-	var cpuprofile string
-	var profFile *os.File
+	// --trace writes a runtime/trace execution trace (where goroutines
+	// wait), likewise hidden.
+	var cpuprofile, tracefile string
+	var profFile, traceFile *os.File
 	root.PersistentFlags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	root.PersistentFlags().MarkHidden("cpuprofile")
+	root.PersistentFlags().StringVar(&tracefile, "trace", "", "write an execution trace to this file")
+	root.PersistentFlags().MarkHidden("trace")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if tracefile != "" {
+			f, err := os.Create(tracefile)
+			if err != nil {
+				return err
+			}
+			traceFile = f
+			if err := trace.Start(f); err != nil {
+				return err
+			}
+		}
 		if cpuprofile == "" {
 			return nil
 		}
@@ -63,6 +78,10 @@ Across hosts, start receivers first, then the sender:
 		if profFile != nil {
 			pprof.StopCPUProfile()
 			profFile.Close()
+		}
+		if traceFile != nil {
+			trace.Stop()
+			traceFile.Close()
 		}
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
