@@ -60,4 +60,22 @@
 //   - The pacer holds 20 ms of tokens: a sender sharing its cores with
 //     receivers is often descheduled for several milliseconds, and a
 //     smaller bucket lost most of the rate in the namespace lab.
+//   - --rate is a cap, not a promise. Receivers sample their data
+//     socket every 5 ms (SO_MEMINFO: queue fill and kernel drops) and,
+//     when it overflows or is over 12.5% full and growing, multicast a
+//     STATUS with StatusCongested; a peer that hears one stays quiet for
+//     max(GRTT, 10 ms). The sender cuts its rate to 75% at most once per
+//     20 ms + 2 GRTT and climbs back by 25% of the cap per second, never
+//     below cap/64 (ratectl.go). Loss on the network does not slow it
+//     down: that is repaired, not paced. Without this, receivers that
+//     cannot keep up NAK what their own sockets dropped, the repairs add
+//     load, and the group collapses. SenderConfig.FixedRate turns it off.
+//     This paces to the slowest receiver that reports; a policy that
+//     leaves a slow receiver to its repair server is issue 7's.
+//   - The driver writes at most 4 batches before it reads feedback again,
+//     and measures its sleep from the clock after writing: a CPU-bound
+//     sender that wrote until its pacer ran dry read no NAK for seconds,
+//     which the GRTT estimate took for a 1.2 s round trip.
+//   - A GRTT sample above the estimate raises it by at most a doubling,
+//     so one late echo does not stretch every NAK timer in the group.
 package rmtp

@@ -64,7 +64,7 @@ and removes everything it wrote. It exits 0 only if every copy matches.`, demoIn
 	fs.StringVar(&f.size, "size", "64M", "size of the generated file in bytes; K, M, G are powers of 1024")
 	fs.IntVar(&f.receivers, "receivers", 3, fmt.Sprintf("number of receivers, 1 to %d", demoMaxReceivers))
 	fs.StringVar(&f.rate, "rate", formatRate(rmtp.DefaultRateBitsPerSec),
-		"sending rate in bits per second; K, M, G are powers of 1000; 0 or unlimited: no pacing")
+		"most bits per second to send (less while receivers fall behind); K, M, G are powers of 1000; 0 or unlimited: no pacing")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed for the file's contents; 0: a random seed, shown in the summary")
 	f.out.add(cmd)
 	return cmd

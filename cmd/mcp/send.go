@@ -52,7 +52,7 @@ receiver that joins late is repaired only while the sender lingers.`,
 	fs := cmd.Flags()
 	f.net.add(cmd)
 	fs.StringVar(&f.rate, "rate", formatRate(rmtp.DefaultRateBitsPerSec),
-		"sending rate in bits per second, headers and repairs included; K, M, G are powers of 1000; 0 or unlimited: no pacing")
+		"most bits per second to send, headers and repairs included (the sender slows down while receivers report they fall behind); K, M, G are powers of 1000; 0 or unlimited: no pacing")
 	fs.IntVar(&f.k, "fec-k", rmtp.DefaultK,
 		fmt.Sprintf("source symbols per FEC block, 1 to %d", wire.MaxK))
 	fs.IntVar(&f.proactive, "fec-proactive", 0,
