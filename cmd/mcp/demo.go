@@ -134,7 +134,7 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 		if err != nil {
 			return err
 		}
-		bars := newProgress(stderr, !f.out.quiet && !f.out.json)
+		bars := newProgress(stdout, stderr, !f.out.quiet && !f.out.json)
 		return demo(cmd.Context(), c, &rep, logger, bars)
 	}()
 	if f.out.json {

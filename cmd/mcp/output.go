@@ -125,10 +125,12 @@ type bar struct {
 	known       bool // pb has its length; owned by the render goroutine
 }
 
-// newProgress returns a progress drawing on w, or nil when w is not a
-// terminal or enabled is false.
-func newProgress(w io.Writer, enabled bool) *progress {
-	if !enabled || !isTerminal(w) {
+// newProgress returns a progress drawing on w (stderr, so stdout keeps
+// only the summary), or nil when enabled is false or either stdout or w
+// is not a terminal: a script that captures stdout gets no bar even when
+// its stderr is a terminal.
+func newProgress(stdout, w io.Writer, enabled bool) *progress {
+	if !enabled || !isTerminal(stdout) || !isTerminal(w) {
 		return nil
 	}
 	width := 80

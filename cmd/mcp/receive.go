@@ -92,7 +92,7 @@ func runReceive(cmd *cobra.Command, f *receiveFlags) error {
 			ctx, cancel = context.WithTimeout(ctx, f.timeout)
 			defer cancel()
 		}
-		bars := newProgress(stderr, !f.out.quiet && !f.out.json)
+		bars := newProgress(stdout, stderr, !f.out.quiet && !f.out.json)
 		opts.Progress = bars.add("receive")
 		bars.start()
 		rep, err = rmtp.Receive(ctx, opts)

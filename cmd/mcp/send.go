@@ -136,7 +136,7 @@ func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 		if opts.Logger, err = f.out.logger(cmd, stderr); err != nil {
 			return err
 		}
-		bars := newProgress(stderr, !f.out.quiet && !f.out.json)
+		bars := newProgress(stdout, stderr, !f.out.quiet && !f.out.json)
 		opts.Progress = bars.add("send")
 		bars.start()
 		rep, err = rmtp.Send(cmd.Context(), opts)
