@@ -23,6 +23,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,6 +119,35 @@ type transferTest struct {
 	rate      string // --rate; if empty, rate()
 	sendArgs  []string
 	timeout   time.Duration // receivers' --timeout; the test's own bound follows
+	// slow names receivers that get a twentieth of the wall time: the
+	// test stops them (SIGSTOP) for 95 ms out of every 100. (Running all
+	// the time, a receiver here handles 64 MiB in about 0.2 s of CPU.)
+	slow map[int]bool
+}
+
+// stutter stops and continues process group pgid, 95 ms stopped out of
+// every 100, until done is closed or the group is gone; it always leaves
+// the group running.
+func stutter(pgid int, done <-chan struct{}) {
+	defer syscall.Kill(-pgid, syscall.SIGCONT)
+	for {
+		if syscall.Kill(-pgid, syscall.SIGSTOP) != nil {
+			return
+		}
+		select {
+		case <-done:
+			return
+		case <-time.After(95 * time.Millisecond):
+		}
+		if syscall.Kill(-pgid, syscall.SIGCONT) != nil {
+			return
+		}
+		select {
+		case <-done:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // run builds a lab, sends paths from host 0 to every receiver, checks
@@ -149,6 +180,14 @@ func (tt transferTest) run(t *testing.T, want lab.Tree, paths []string) *lab.Tra
 		Paths:     paths,
 		SendArgs:  append([]string{"--rate", tt.rate, "--linger", "1s"}, tt.sendArgs...),
 		Timeout:   tt.timeout,
+	}
+	stopStutter := make(chan struct{})
+	var stutters sync.WaitGroup
+	defer func() { close(stopStutter); stutters.Wait() }()
+	tr.ReceiverStarted = func(i, pid int) {
+		if tt.slow[i] {
+			stutters.Go(func() { stutter(pid, stopStutter) })
+		}
 	}
 	if dir := os.Getenv("MCP_E2E_LOGDIR"); dir != "" {
 		tr.LogDir = filepath.Join(dir, t.Name())
@@ -216,6 +255,25 @@ func TestNoLoss64MiB(t *testing.T) {
 func TestLoss5pct(t *testing.T) {
 	name, want := bigFile(t, 64<<20)
 	transferTest{receivers: 4, lossPer: 50, timeout: 90 * time.Second}.run(t, want, []string{name})
+}
+
+// TestSlowReceiver: one of four receivers runs a twentieth of the time, so
+// its socket queue fills. It reports that, the sender slows down, and
+// every copy completes without the repair storm that a fixed rate causes.
+func TestSlowReceiver(t *testing.T) {
+	name, want := bigFile(t, 64<<20)
+	res := transferTest{receivers: 4, slow: map[int]bool{0: true}, timeout: 90 * time.Second}.run(t, want, []string{name})
+	st := res.Send.JSON.Report.Stats
+	slow := res.Recv[0].JSON.Report.Stats
+	over := lab.Overhead(st.BytesSent, want.Bytes())
+	t.Logf("sender: %d congestion reports, %d rate cuts, lowest rate %.1f Mbit/s; slow receiver: queue up to %.1f%%, %d socket drops, %d reports sent; sender bytes/file %.3f",
+		st.CongestionReports, st.RateCuts, st.RateMinBps/1e6, float64(slow.QueueMaxPermille)/10, slow.SocketDrops, slow.CongestionSent, over)
+	if st.RateCuts == 0 {
+		t.Errorf("the sender never slowed down for the slow receiver")
+	}
+	if over > 1.5 {
+		t.Errorf("sender bytes/file %.3f, want <= 1.5", over)
+	}
 }
 
 func TestLateReceiver(t *testing.T) {

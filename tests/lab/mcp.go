@@ -86,6 +86,9 @@ type Transfer struct {
 	// Timeout is the receivers' --timeout; if zero, 60 s. The whole
 	// transfer is also bounded by it plus 30 s.
 	Timeout time.Duration
+	// ReceiverStarted, if set, is called with each receiver's index and
+	// process ID once it runs (tests use it to stop and continue one).
+	ReceiverStarted func(i, pid int)
 	// LogDir, if set, receives each process's whole stderr: sender.log,
 	// receiver-0.log, ... (for --log-level debug sessions), and its --json
 	// document: sender.json, receiver-0.json, ...
@@ -138,9 +141,12 @@ func (tr Transfer) Run(ctx context.Context) (*TransferResult, error) {
 	startRecv := func(i int) error {
 		args := append([]string{"receive", "--dir", tr.Dirs[i], "--interface", tr.Receivers[i].Iface,
 			"--group", group, "--ttl", "1", "--timeout", tr.Timeout.String(), "--json", "--quiet"}, tr.RecvArgs...)
-		w, err := start(ctx, tr.Receivers[i], tr.MCP, args, &res.Recv[i], tr.logFile(fmt.Sprintf("receiver-%d.log", i)))
+		w, pid, err := start(ctx, tr.Receivers[i], tr.MCP, args, &res.Recv[i], tr.logFile(fmt.Sprintf("receiver-%d.log", i)))
 		if err != nil {
 			return err
+		}
+		if tr.ReceiverStarted != nil {
+			tr.ReceiverStarted(i, pid)
 		}
 		wg.Add(1)
 		go func() { defer wg.Done(); w() }()
@@ -173,7 +179,7 @@ func (tr Transfer) Run(ctx context.Context) (*TransferResult, error) {
 
 	args := append([]string{"send", "--interface", tr.Sender.Iface, "--group", group, "--ttl", "1", "--json", "--quiet"}, tr.SendArgs...)
 	args = append(append(args, "--"), tr.Paths...)
-	w, err := start(ctx, tr.Sender, tr.MCP, args, &res.Send, tr.logFile("sender.log"))
+	w, _, err := start(ctx, tr.Sender, tr.MCP, args, &res.Send, tr.logFile("sender.log"))
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -221,8 +227,9 @@ func (tr *Transfer) logFile(name string) string {
 }
 
 // start starts mcp in h and returns a function that waits for it and
-// fills p. If logFile is set, the whole stderr goes there too.
-func start[R any](ctx context.Context, h *Host, bin string, args []string, p *Proc[R], logFile string) (func(), error) {
+// fills p, and the process ID. If logFile is set, the whole stderr goes
+// there too.
+func start[R any](ctx context.Context, h *Host, bin string, args []string, p *Proc[R], logFile string) (func(), int, error) {
 	p.Host, p.Args, p.ExitCode = h, append([]string{"mcp"}, args...), -1
 	var stdout bytes.Buffer
 	stderr := &tailBuffer{max: 4096}
@@ -232,7 +239,7 @@ func start[R any](ctx context.Context, h *Host, bin string, args []string, p *Pr
 	if logFile != "" {
 		var err error
 		if log, err = os.Create(logFile); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		cmd.Stderr = io.MultiWriter(stderr, log)
 	}
@@ -243,7 +250,7 @@ func start[R any](ctx context.Context, h *Host, bin string, args []string, p *Pr
 		}
 		p.Err = err
 		p.Exited = p.Started
-		return nil, fmt.Errorf("start %s in %s: %w", bin, h.NS, err)
+		return nil, 0, fmt.Errorf("start %s in %s: %w", bin, h.NS, err)
 	}
 	return func() {
 		err := cmd.Wait()
@@ -264,7 +271,7 @@ func start[R any](ctx context.Context, h *Host, bin string, args []string, p *Pr
 			_ = os.WriteFile(strings.TrimSuffix(logFile, ".log")+".json", stdout.Bytes(), 0o644)
 		}
 		p.JSONErr = decodeOne(stdout.Bytes(), &p.JSON)
-	}, nil
+	}, cmd.Process.Pid, nil
 }
 
 // decodeOne decodes exactly one JSON document from b.
