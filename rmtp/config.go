@@ -87,6 +87,11 @@ type SenderConfig struct {
 	RepairShare float64
 	// Mode is the reliability mode announced to receivers.
 	Mode wire.Mode
+	// Expect, if positive, makes the sender wait for completion reports
+	// (STATUS) from that many receivers instead of ending on linger: it is
+	// done once Expect receivers reported success or failure. Mode
+	// should then be ModeConfirmed. Its caller bounds the wait.
+	Expect int
 	// Source is this process's source ID. If zero, random.
 	Source uint32
 	// Rand is unused by the sender today; reserved for jitter.
@@ -107,6 +112,9 @@ func (c SenderConfig) withDefaults() (SenderConfig, error) {
 	}
 	if c.Linger < 0 {
 		return c, fmt.Errorf("sender: Linger %v must not be negative", c.Linger)
+	}
+	if c.Expect < 0 {
+		return c, fmt.Errorf("sender: Expect %d must not be negative", c.Expect)
 	}
 	if c.Linger == 0 {
 		c.Linger = DefaultLinger

@@ -76,6 +76,10 @@
 //     and measures its sleep from the clock after writing: a CPU-bound
 //     sender that wrote until its pacer ran dry read no NAK for seconds,
 //     which the GRTT estimate took for a 1.2 s round trip.
+//   - Confirmed mode (SenderConfig.Expect) ends the sender when Expect
+//     receivers have reported, not on linger. Receivers cannot know their
+//     report was heard (there is no ACK), so each sends it three times,
+//     max(4 GRTT, 20 ms) apart; the sender counts a source once.
 //   - A GRTT sample above the estimate raises it by at most a doubling,
 //     so one late echo does not stretch every NAK timer in the group.
 package rmtp

@@ -120,7 +120,7 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 			}
 			return nil
 		},
-		finished: func(time.Time) bool { return r.Done() || r.Err() != nil },
+		finished: func(time.Time) bool { return (r.Done() && !r.Reporting()) || r.Err() != nil },
 	}
 	if opts.Progress != nil {
 		l.progress = func() { opts.Progress(r.Progress()) }

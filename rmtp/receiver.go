@@ -194,6 +194,11 @@ type Receiver struct {
 
 	out    []Datagram
 	status []wire.Status // reports to encode when sent
+	// A completion report is repeated statusRepeats more times, the next
+	// at nextStatus, so one lost STATUS does not cost a confirmed sender
+	// its count (the sender counts each receiver once).
+	statusRepeats int
+	nextStatus    time.Time
 	nak    wire.NAK
 	hdr    wire.Header
 	done   bool
@@ -222,6 +227,18 @@ func NewReceiver(cfg ReceiverConfig, store Store) (*Receiver, error) {
 
 // Done reports whether every file is complete, verified and in place.
 func (r *Receiver) Done() bool { return r.done }
+
+// completionRepeats is how many times a completion STATUS is sent again.
+const completionRepeats = 2
+
+// Reporting reports whether the receiver, done, still has completion
+// reports to repeat; its driver keeps it running until then (a few tens
+// of milliseconds).
+func (r *Receiver) Reporting() bool { return r.done && r.statusRepeats > 0 }
+
+// statusGap spaces repeated completion reports: far enough apart that a
+// burst of loss does not take them all.
+func (r *Receiver) statusGap() time.Duration { return max(4*r.grtt, 20*time.Millisecond) }
 
 // Err returns the error that ended the session, if any.
 func (r *Receiver) Err() error { return r.err }
@@ -639,6 +656,10 @@ func (r *Receiver) checkDone() {
 	r.done = true
 	r.cfg.Logger.Info("session complete", "session", r.session, "files", r.stats.Files, "bytes", r.stats.Bytes)
 	r.queueStatus(wire.StateComplete)
+	if len(r.status) > 0 {
+		r.statusRepeats = completionRepeats
+		r.nextStatus = r.lastHeard.Add(r.statusGap())
+	}
 }
 
 // manifestDone checks and adopts the manifest once object 0 is complete.
@@ -813,6 +834,9 @@ func (r *Receiver) handlePeerNAK(now time.Time, n *wire.NAK) {
 // NextDeadline returns when HandleTimer next has work; zero if never.
 func (r *Receiver) NextDeadline() time.Time {
 	var t time.Time
+	if r.done && r.statusRepeats > 0 {
+		return r.nextStatus
+	}
 	if r.done || r.err != nil {
 		return t
 	}
@@ -839,6 +863,11 @@ const bestEffortGrace = 2 * time.Second
 // HandleTimer sends the NAKs whose slots have come and restarts repair
 // cycles whose hold-off ran out.
 func (r *Receiver) HandleTimer(now time.Time) {
+	if r.done && r.statusRepeats > 0 && !now.Before(r.nextStatus) {
+		r.queueStatus(wire.StateComplete)
+		r.statusRepeats--
+		r.nextStatus = now.Add(r.statusGap())
+	}
 	if r.done || r.err != nil {
 		return
 	}

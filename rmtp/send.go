@@ -2,6 +2,7 @@ package rmtp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -40,7 +41,13 @@ type SendReport struct {
 	Stats             SenderStats       `json:"stats"`
 	Drops             map[string]uint64 `json:"drops"`
 	MaxRSSBytes       uint64            `json:"max_rss_bytes"`
+	// Expected is SenderConfig.Expect: receivers the send waited for.
+	Expected int `json:"expected_receivers"`
 }
+
+// ErrUnconfirmed: a send that waited for Expect completion reports did
+// not get them all (time ran out, or some receivers reported failure).
+var ErrUnconfirmed = errors.New("not every expected receiver confirmed")
 
 // maxWriteBatches bounds the batches written between two looks at the
 // feedback socket.
@@ -174,6 +181,19 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	}
 	if opts.Progress != nil {
 		opts.Progress(s.Progress())
+	}
+	if want := cfg.Expect; want > 0 {
+		rep.Expected = want
+		st := &rep.Stats
+		stopped := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+		if stopped || (err == nil && (st.Completed < uint64(want) || st.Failed > 0)) {
+			why := "reported"
+			if stopped {
+				why = fmt.Sprintf("confirmed before the wait ended (%v)", err)
+			}
+			return rep, fmt.Errorf("%w: %d of %d expected receivers complete, %d failed; %s",
+				ErrUnconfirmed, st.Completed, want, st.Failed, why)
+		}
 	}
 	if err != nil {
 		return rep, err

@@ -221,9 +221,18 @@ func (s *Sender) Done(now time.Time) bool {
 	if s.err != nil || s.finished {
 		return true
 	}
+	if s.cfg.Expect > 0 {
+		// Confirmed: done once enough receivers reported, whatever
+		// repairs others still ask for.
+		s.finished = s.ended && s.Reported() >= uint64(s.cfg.Expect)
+		return s.finished
+	}
 	s.finished = s.ended && len(s.jobs) == 0 && len(s.bucketQueue) == 0 && !now.Before(s.lingerEnd())
 	return s.finished
 }
+
+// Reported returns how many receivers reported completion or failure.
+func (s *Sender) Reported() uint64 { return s.stats.Completed + s.stats.Failed }
 
 // Progress returns the bytes of file data sent in the first pass and the
 // total.
@@ -432,7 +441,7 @@ func (s *Sender) NextDeadline() time.Time {
 			t = r
 		}
 	}
-	if s.ended {
+	if s.ended && s.cfg.Expect == 0 {
 		if l := s.lingerEnd(); l.Before(t) {
 			t = l
 		}

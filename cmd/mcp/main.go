@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/mcp-dev/mcp/rmtp"
 )
 
 // Exit codes.
@@ -22,6 +24,7 @@ const (
 	exitOK      = 0
 	exitFailure = 1
 	exitUsage   = 2
+	exitPartial = 3 // --expect N: fewer than N receivers confirmed
 )
 
 func main() {
@@ -77,6 +80,9 @@ func exitCode(err error) int {
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return exitUsage
+	}
+	if errors.Is(err, rmtp.ErrUnconfirmed) {
+		return exitPartial
 	}
 	return exitFailure
 }

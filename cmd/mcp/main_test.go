@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcp-dev/mcp/rmtp"
 )
 
 // execute runs mcp with args as main would, within a bounded time, and
@@ -32,6 +34,7 @@ func TestExitCode(t *testing.T) {
 		{"usage", usageErrorf("bad rate %q", "x"), exitUsage},
 		{"wrapped usage", fmt.Errorf("send: %w", usageErrorf("bad")), exitUsage},
 		{"context", context.Canceled, exitFailure},
+		{"unconfirmed", fmt.Errorf("send: %w: 1 of 2", rmtp.ErrUnconfirmed), exitPartial},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,7 +68,10 @@ func TestUsageErrors(t *testing.T) {
 		{"bad proactive", []string{"send", "--interface", "lo", "--fec-proactive", "200", "f"}, "--fec-proactive 200 out of range"},
 		{"bad symbol size", []string{"send", "--interface", "lo", "--symbol-size", "100000", "f"}, "--symbol-size 100000 out of range"},
 		{"zero linger", []string{"send", "--interface", "lo", "--linger", "0s", "f"}, "--linger 0s must be positive"},
-		{"confirmed mode", []string{"send", "--interface", "lo", "--mode", "confirmed", "f"}, "confirmed mode needs repair-tree completion reports; not available yet"},
+		{"confirmed without expect", []string{"send", "--interface", "lo", "--mode", "confirmed", "f"}, "--mode confirmed needs --expect N"},
+		{"expect with best-effort", []string{"send", "--interface", "lo", "--mode", "best-effort", "--expect", "2", "f"}, "use --mode confirmed"},
+		{"negative expect", []string{"send", "--interface", "lo", "--expect", "-1", "f"}, "--expect -1 must not be negative"},
+		{"negative send timeout", []string{"send", "--interface", "lo", "--timeout", "-1s", "f"}, "--timeout -1s must not be negative"},
 		{"bad mode", []string{"send", "--interface", "lo", "--mode", "fast", "f"}, `bad --mode "fast"`},
 		{"bad log level", []string{"send", "--interface", "lo", "--log-level", "loud", "f"}, `bad --log-level "loud"`},
 		{"bad log format", []string{"send", "--interface", "lo", "--log-format", "xml", "f"}, `bad --log-format "xml"`},

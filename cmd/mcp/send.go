@@ -23,6 +23,8 @@ type sendFlags struct {
 	symbolSize int
 	linger     time.Duration
 	mode       string
+	expect     int
+	timeout    time.Duration
 }
 
 func newSendCmd() *cobra.Command {
@@ -36,9 +38,15 @@ delivered under its base name: "mcp send dir" delivers "dir/..." into each
 receiver's --dir.
 
 Start the receivers first: the sender does not know who listens, and a
-receiver that joins late is repaired only while the sender lingers.`,
+receiver that joins late is repaired only while the sender lingers.
+
+With --expect N (confirmed mode) the sender instead stays until N
+receivers have reported that their copies are complete and verified, and
+exits 0; if --timeout passes first, or a receiver reports failure, it
+exits 3 and says how many confirmed.`,
 		Example: `  mcp send --interface eth0 image.iso
-  mcp send --interface 10.0.0.5 --group 239.1.2.3:9000 --rate 1G --json dataset/`,
+  mcp send --interface 10.0.0.5 --group 239.1.2.3:9000 --rate 1G --json dataset/
+  mcp send --interface eth0 --expect 40 --timeout 10m release.tar`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErrorf("nothing to send: name at least one file or directory")
@@ -62,7 +70,11 @@ receiver that joins late is repaired only while the sender lingers.`,
 	fs.DurationVar(&f.linger, "linger", rmtp.DefaultLinger,
 		"how long to keep answering NAKs after the last data, once none are heard")
 	fs.StringVar(&f.mode, "mode", wire.ModeReliable.String(),
-		"reliability: reliable (NAKs and repairs) or best-effort (FEC only, receivers never NAK)")
+		"reliability: reliable (NAKs and repairs, ends on --linger), confirmed (as reliable, ends when --expect receivers report) or best-effort (FEC only, receivers never NAK)")
+	fs.IntVar(&f.expect, "expect", 0,
+		"wait for this many receivers to report complete copies (confirmed mode); 0: do not wait")
+	fs.DurationVar(&f.timeout, "timeout", 0,
+		"give up after this long (exit 3 with --expect, else 1); 0: no limit")
 	f.out.add(cmd)
 	return cmd
 }
@@ -97,6 +109,18 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 	if err != nil {
 		return o, err
 	}
+	switch {
+	case f.expect < 0:
+		return o, usageErrorf("--expect %d must not be negative", f.expect)
+	case f.timeout < 0:
+		return o, usageErrorf("--timeout %v must not be negative", f.timeout)
+	case mode == wire.ModeConfirmed && f.expect == 0:
+		return o, usageErrorf("--mode confirmed needs --expect N: how many receivers to wait for")
+	case mode == wire.ModeBestEffort && f.expect > 0:
+		return o, usageErrorf("--expect waits for receivers' reports, which --mode best-effort does not wait for; use --mode confirmed")
+	case f.expect > 0:
+		mode = wire.ModeConfirmed
+	}
 	return rmtp.SendOptions{
 		Net:        n,
 		Paths:      paths,
@@ -107,6 +131,7 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 			RateBitsPerSec: rate,
 			Linger:         f.linger,
 			Mode:           mode,
+			Expect:         f.expect,
 		},
 	}, nil
 }
@@ -120,9 +145,9 @@ func parseMode(s string) (wire.Mode, error) {
 	case wire.ModeBestEffort.String(), "besteffort", "best_effort":
 		return wire.ModeBestEffort, nil
 	case wire.ModeConfirmed.String():
-		return 0, usageErrorf("confirmed mode needs repair-tree completion reports; not available yet")
+		return wire.ModeConfirmed, nil
 	}
-	return 0, usageErrorf("bad --mode %q: want reliable or best-effort", s)
+	return 0, usageErrorf("bad --mode %q: want reliable, confirmed or best-effort", s)
 }
 
 func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
@@ -139,10 +164,20 @@ func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 		bars := newProgress(stdout, stderr, !f.out.quiet && !f.out.json)
 		opts.Progress = bars.add("send")
 		bars.start()
-		rep, err = rmtp.Send(cmd.Context(), opts)
+		ctx := cmd.Context()
+		if f.timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, f.timeout)
+			defer cancel()
+		}
+		rep, err = rmtp.Send(ctx, opts)
 		bars.stop()
-		if err != nil && errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
+		switch {
+		case err == nil || errors.Is(err, rmtp.ErrUnconfirmed):
+		case errors.Is(err, context.Canceled) && cmd.Context().Err() != nil:
 			err = fmt.Errorf("send interrupted after %v: %w", rep.Duration.Round(time.Millisecond), err)
+		case errors.Is(err, context.DeadlineExceeded) && f.timeout > 0:
+			err = fmt.Errorf("send stopped by --timeout %v: %w", f.timeout, err)
 		}
 		return err
 	}()
@@ -158,9 +193,17 @@ func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 func printSendSummary(w io.Writer, r *rmtp.SendReport) {
 	st := &r.Stats
 	fmt.Fprintf(w, "sent      %s, %s (%d bytes), session %s\n", plural(r.Files, "file", "files"), humanBytes(r.Bytes), r.Bytes, r.Session)
-	fmt.Fprintf(w, "time      %v including the linger, goodput %s\n", r.Duration.Round(time.Millisecond), humanRate(r.GoodputBitsPerSec))
+	wait := "the linger"
+	if r.Expected > 0 {
+		wait = "the wait for reports"
+	}
+	fmt.Fprintf(w, "time      %v including %s, goodput %s\n", r.Duration.Round(time.Millisecond), wait, humanRate(r.GoodputBitsPerSec))
 	fmt.Fprintf(w, "packets   %d data, %d parity, %d retransmitted, %d control\n", st.DataPackets, st.ParityPackets, st.RetransPackets, st.ControlPackets)
 	fmt.Fprintf(w, "NAKs      %d heard (%d entries, %d ignored), %d repair rounds\n", st.NAKsHeard, st.NAKEntriesHeard, st.NAKsIgnored, st.RepairRounds)
-	fmt.Fprintf(w, "reports   %d receivers complete, %d failed (heard, not waited for)\n", st.Completed, st.Failed)
+	if r.Expected > 0 {
+		fmt.Fprintf(w, "reports   %d of %d expected receivers complete, %d failed\n", st.Completed, r.Expected, st.Failed)
+	} else {
+		fmt.Fprintf(w, "reports   %d receivers complete, %d failed (heard, not waited for)\n", st.Completed, st.Failed)
+	}
 	fmt.Fprintf(w, "dropped   %d bad packets\n", sumDrops(r.Drops))
 }

@@ -220,3 +220,52 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestSendExpect: with --expect 1 and one receiver, the sender ends on the
+// receiver's report, not on its 30 s linger; expecting 2 it gives up at
+// --timeout with exit code 3 and says how many confirmed.
+func TestSendExpect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	src, _ := writeTestFile(t, 200<<10)
+	group := loopbackGroup(t)
+	done := startReceive(t, "--interface", "lo", "--group", group, "--ttl", "0", "--dir", t.TempDir(), "--timeout", "30s")
+	start := time.Now()
+	stdout, stderr, code := execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
+		"--linger", "30s", "--expect", "1", "--timeout", "20s", src)
+	took := time.Since(start)
+	if code != exitOK {
+		t.Fatalf("send --expect 1: exit code %d, stderr:\n%s", code, stderr)
+	}
+	if took > 10*time.Second {
+		t.Errorf("send --expect 1 took %v: it waited for the linger, not the report", took)
+	}
+	if !strings.Contains(stdout, "reports   1 of 1 expected receivers complete, 0 failed") {
+		t.Errorf("summary lacks the report count:\n%s", stdout)
+	}
+	if r := waitReceive(t, done); r.code != exitOK {
+		t.Fatalf("receive: exit code %d, stderr:\n%s", r.code, r.stderr)
+	}
+
+	done = startReceive(t, "--interface", "lo", "--group", group, "--ttl", "0", "--dir", t.TempDir(), "--timeout", "30s")
+	stdout, stderr, code = execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
+		"--expect", "2", "--timeout", "2s", "--json", src)
+	if code != exitPartial {
+		t.Errorf("send --expect 2 with one receiver: exit code %d, want %d; stderr:\n%s", code, exitPartial, stderr)
+	}
+	res := decodeResult(t, stdout)
+	if res.OK || !strings.Contains(res.Error, "1 of 2 expected receivers complete") {
+		t.Errorf("got ok=%v error=%q, want a failure saying 1 of 2 confirmed", res.OK, res.Error)
+	}
+	var rep rmtp.SendReport
+	if err := json.Unmarshal(res.Report, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Expected != 2 || rep.Stats.Completed != 1 {
+		t.Errorf("report: expected %d, completed %d; want 2, 1", rep.Expected, rep.Stats.Completed)
+	}
+	if r := waitReceive(t, done); r.code != exitOK {
+		t.Fatalf("receive: exit code %d, stderr:\n%s", r.code, r.stderr)
+	}
+}

@@ -1,0 +1,86 @@
+package rmtp_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcp-dev/mcp/rmtp"
+	"github.com/mcp-dev/mcp/rmtp/rmtptest"
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// TestConfirmedExpect: a confirmed sender is done as soon as the expected
+// receivers report, long before its linger would end; each receiver's
+// first completion report is lost, and its repeat is counted once.
+func TestConfirmedExpect(t *testing.T) {
+	file := randBytes(21, 1<<20)
+	w := newWorld(t, 21, 3, rmtp.SenderConfig{Mode: wire.ModeConfirmed, Expect: 3, Linger: 30 * time.Second}, file)
+	firstLost := map[uint32]bool{}
+	w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+		if p.Type != wire.TypeStatus || p.Status.State != wire.StateComplete || to != w.sendNode {
+			return false
+		}
+		if !firstLost[p.Source] {
+			firstLost[p.Source] = true
+			return true
+		}
+		return false
+	}
+	if err := w.sim.Run(func() bool { return w.sender.Done(w.sim.Now) }, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	w.check(t)
+	took := w.sim.Now.Sub(epoch)
+	st := w.sender.Stats()
+	t.Logf("sender done after %v with %d completions heard", took, st.Completed)
+	if len(firstLost) != 3 {
+		t.Fatalf("%d receivers' first report dropped, want 3", len(firstLost))
+	}
+	if st.Completed != 3 || st.Failed != 0 {
+		t.Errorf("completed %d, failed %d; want 3, 0", st.Completed, st.Failed)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the sender took %v; it should end on the reports, not the 30 s linger", took)
+	}
+	// Every repeat goes out, and none counts twice.
+	if err := w.sim.Run(func() bool {
+		for _, r := range w.receivers {
+			if r.Reporting() {
+				return false
+			}
+		}
+		return true
+	}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		w.sim.Step()
+	}
+	if st := w.sender.Stats(); st.Completed != 3 {
+		t.Errorf("after the repeats: %d completions counted, want 3", st.Completed)
+	}
+}
+
+// TestConfirmedWaits: expecting more receivers than there are, the sender
+// goes on (TAILs, answering NAKs) past its linger; its caller ends it.
+func TestConfirmedWaits(t *testing.T) {
+	file := randBytes(22, 256<<10)
+	w := newWorld(t, 22, 2, rmtp.SenderConfig{Mode: wire.ModeConfirmed, Expect: 3, Linger: 100 * time.Millisecond}, file)
+	err := w.sim.Run(func() bool { return w.sender.Done(w.sim.Now) }, 20*time.Second)
+	if err == nil {
+		t.Fatalf("sender done with %d of 3 expected reports", w.sender.Stats().Completed)
+	}
+	if !strings.Contains(err.Error(), "not done after") {
+		t.Fatalf("the simulation stopped for another reason: %v", err)
+	}
+	if st := w.sender.Stats(); st.ControlPackets < 100 {
+		t.Errorf("%d control packets in 20 s: the sender stopped sending TAILs", st.ControlPackets)
+	}
+	if st := w.sender.Stats(); st.Completed != 2 {
+		t.Errorf("completed %d, want 2 (the receivers there are)", st.Completed)
+	}
+	if !w.allDone() {
+		t.Error("receivers not done")
+	}
+}
