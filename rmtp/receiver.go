@@ -199,10 +199,10 @@ type Receiver struct {
 	// its count (the sender counts each receiver once).
 	statusRepeats int
 	nextStatus    time.Time
-	nak    wire.NAK
-	hdr    wire.Header
-	done   bool
-	err    error
+	nak           wire.NAK
+	hdr           wire.Header
+	done          bool
+	err           error
 
 	stats ReceiverStats
 	debug bool // Logger takes debug records
