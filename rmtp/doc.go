@@ -41,7 +41,7 @@
 //     (RFC 5740 suggests 4): measured in simulation, 100 receivers losing
 //     the same symbol let 2.0 NAKs through on average instead of 3.9.
 //   - A receiver's hold-off doubles while its NAKs for a block go
-//     unanswered (at most 4x, and at most MaxHoldoff, 40 GRTTs); the sender
+//     unanswered (at most 4x, and at most MaxHoldoff: 40 GRTTs, at most 10 s); the sender
 //     lingers at least twice that, so nobody is left asking a sender that
 //     has gone.
 //   - Receivers keep (up to 4 MiB of) packets heard before the first
@@ -79,7 +79,7 @@
 //   - Confirmed mode (SenderConfig.Expect) ends the sender when Expect
 //     receivers have reported, not on linger. Receivers cannot know their
 //     report was heard (there is no ACK), so each sends it three times,
-//     max(4 GRTT, 20 ms) apart; the sender counts a source once.
+//     4 GRTTs (20-250 ms) apart; the sender counts a source once.
 //   - A GRTT sample above the estimate raises it by at most a doubling,
 //     so one late echo does not stretch every NAK timer in the group.
 package rmtp

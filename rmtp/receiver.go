@@ -237,8 +237,11 @@ const completionRepeats = 2
 func (r *Receiver) Reporting() bool { return r.done && r.statusRepeats > 0 }
 
 // statusGap spaces repeated completion reports: far enough apart that a
-// burst of loss does not take them all.
-func (r *Receiver) statusGap() time.Duration { return max(4*r.grtt, 20*time.Millisecond) }
+// burst of loss does not take them all, and at most 250 ms, since the
+// receiver's exit waits for them.
+func (r *Receiver) statusGap() time.Duration {
+	return min(max(4*r.grtt, 20*time.Millisecond), 250*time.Millisecond)
+}
 
 // Err returns the error that ended the session, if any.
 func (r *Receiver) Err() error { return r.err }
@@ -803,8 +806,17 @@ func (r *Receiver) holdoff(b *rblock) time.Duration {
 	return min(base<<min(b.retries, 2), MaxHoldoff(r.grtt))
 }
 
-// MaxHoldoff bounds a receiver's wait between NAKs for one block: 40 GRTTs.
-func MaxHoldoff(grtt time.Duration) time.Duration { return 40 * grtt }
+// MaxHoldoff bounds a receiver's wait between NAKs for one block: 40
+// GRTTs, and never more than maxHoldoffCap. The cap matters when one
+// stalled receiver's queueing delay has pushed the GRTT estimate to
+// seconds: the sender lingers twice MaxHoldoff in reliable mode, and 40
+// GRTTs of 2 s kept a sender lingering 160 s after every copy was done
+// (TestSlowReceiver under CI load). Below the cap only GRTTs over 1.1 s
+// (9 GRTTs of base hold-off) are affected, and then NAKs only repeat
+// sooner.
+func MaxHoldoff(grtt time.Duration) time.Duration { return min(40*grtt, maxHoldoffCap) }
+
+const maxHoldoffCap = 10 * time.Second
 
 func (r *Receiver) arm(b *rblock, at time.Time) {
 	b.gen++
