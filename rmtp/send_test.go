@@ -56,3 +56,27 @@ func TestWriteOutgoingBounded(t *testing.T) {
 		t.Errorf("wrote %d packets, want %d", conn.packets, 3*maxWriteBatches*DefaultBatch)
 	}
 }
+
+// TestLingerFromLargestAdvertisedGRTT: receivers arm their NAK hold-off
+// with the GRTT they were told; when the estimate falls later, the sender
+// must still linger long enough for a hold-off armed with the old one.
+func TestLingerFromLargestAdvertisedGRTT(t *testing.T) {
+	m := &wire.Manifest{SymbolSize: 1408, K: 64, Codec: wire.CodecRS8, Entries: []wire.Entry{
+		{Kind: wire.KindFile, Path: "f", Mode: 0o644, Size: 1 << 20, SHA256: sha256.Sum256(make([]byte, 1<<20))},
+	}}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s, err := NewSender(SenderConfig{DataGroup: netip.MustParseAddrPort("239.1.1.1:7700"), GRTT: 200 * time.Millisecond, Linger: time.Second}, m, zeroSource{}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AppendOutgoing(now, make([]Datagram, 0, 4)) // ANNOUNCE: advertises 200 ms
+	for range 200 {
+		s.grtt.sample(2 * time.Millisecond)
+	}
+	if s.grtt.grtt > 10*time.Millisecond {
+		t.Fatalf("estimate %v, want it near 2 ms", s.grtt.grtt)
+	}
+	if got, want := s.linger(), 2*MaxHoldoff(200*time.Millisecond); got < want {
+		t.Errorf("linger %v, want >= %v (twice the hold-off a receiver told 200 ms may have armed)", got, want)
+	}
+}

@@ -96,6 +96,8 @@ type Sender struct {
 	pace pacer
 	rc   rateControl
 	grtt grttEstimator
+	// maxAdvertised is the largest GRTT sent to receivers (linger).
+	maxAdvertised time.Duration
 
 	// Stream position: pos is the block being sent (or next to send);
 	// every block before it has been sent in full.
@@ -262,9 +264,20 @@ func (s *Sender) lingerEnd() time.Time {
 // linger is how long the sender waits for NAKs after its last activity:
 // the configured linger, but never less than twice the longest wait of a
 // receiver between NAKs for one block, so a receiver that is still
-// missing something always gets to ask again.
+// missing something always gets to ask again. The wait is taken from the
+// largest GRTT ever advertised, not the current one: a receiver arms its
+// hold-off with the GRTT it heard then (TestLoss5pct under CI load: the
+// GRTT had fallen to 7 ms, the sender left after 1 s, and a receiver
+// whose hold-off came from an earlier, larger GRTT asked again too late).
 func (s *Sender) linger() time.Duration {
-	return max(s.cfg.Linger, 2*MaxHoldoff(s.grtt.grtt))
+	return max(s.cfg.Linger, 2*MaxHoldoff(max(s.grtt.grtt, s.maxAdvertised)))
+}
+
+// advertisedGRTT returns the GRTT to put in ANNOUNCE and TAIL, and
+// remembers the largest.
+func (s *Sender) advertisedGRTT() uint32 {
+	s.maxAdvertised = max(s.maxAdvertised, s.grtt.grtt)
+	return uint32(s.grtt.grtt / time.Microsecond)
 }
 
 // aggWindow is how long NAKs for one block are gathered: one NAK slot
@@ -507,14 +520,14 @@ func (s *Sender) appendControl(dst []Datagram, t wire.Type, now time.Time) []Dat
 	switch t {
 	case wire.TypeAnnounce:
 		a := s.ann
-		a.GRTTMicros = uint32(s.grtt.grtt / time.Microsecond)
+		a.GRTTMicros = s.advertisedGRTT()
 		b = a.Append(b)
 	case wire.TypeTail:
 		tl := wire.Tail{
 			Object:     s.pos.obj,
 			Block:      s.pos.blk,
 			Timestamp:  uint64(now.Sub(s.start)) + 1,
-			GRTTMicros: uint32(s.grtt.grtt / time.Microsecond),
+			GRTTMicros: s.advertisedGRTT(),
 		}
 		if s.ended {
 			tl.Flags = wire.TailEnd
