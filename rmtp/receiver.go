@@ -85,6 +85,10 @@ var (
 	ErrIntegrity = errors.New("integrity check failed")
 	// ErrUnrecoverable: best-effort mode lost more than FEC could repair.
 	ErrUnrecoverable = errors.New("unrecoverable loss")
+	// ErrRefused: the receiver turned the session down before writing a
+	// byte: its manifest is malformed or inconsistent, or the destination
+	// cannot take it (no space, a path in the way).
+	ErrRefused = errors.New("session refused")
 )
 
 type rstate uint8
@@ -668,25 +672,25 @@ func (r *Receiver) checkDone() {
 // manifestDone checks and adopts the manifest once object 0 is complete.
 func (r *Receiver) manifestDone(now time.Time) {
 	if sha256.Sum256(r.manifestBuf) != r.ann.ManifestHash || wire.SessionIDOf(r.manifestBuf) != r.session {
-		r.fail(fmt.Errorf("manifest does not match its announced SHA-256"))
+		r.fail(fmt.Errorf("%w: manifest does not match its announced SHA-256", ErrRefused))
 		return
 	}
 	m, err := wire.ParseManifest(r.manifestBuf)
 	if err != nil {
-		r.fail(err)
+		r.fail(fmt.Errorf("%w: %w", ErrRefused, err))
 		return
 	}
 	if m.SymbolSize != r.ann.SymbolSize || m.K != r.ann.K {
-		r.fail(fmt.Errorf("manifest layout (symbol size %d, k %d) differs from the announced one (%d, %d)", m.SymbolSize, m.K, r.ann.SymbolSize, r.ann.K))
+		r.fail(fmt.Errorf("%w: manifest layout (symbol size %d, k %d) differs from the announced one (%d, %d)", ErrRefused, m.SymbolSize, m.K, r.ann.SymbolSize, r.ann.K))
 		return
 	}
 	objs := FileObjects(m)
 	if len(objs)+1 != len(r.objs) {
-		r.fail(fmt.Errorf("manifest lists %d file objects, announce says %d", len(objs), len(r.objs)-1))
+		r.fail(fmt.Errorf("%w: manifest lists %d file objects, announce says %d", ErrRefused, len(objs), len(r.objs)-1))
 		return
 	}
 	if err := r.store.Prepare(r.session, m); err != nil {
-		r.fail(err)
+		r.fail(fmt.Errorf("%w: %w", ErrRefused, err))
 		return
 	}
 	r.manifest = m

@@ -185,7 +185,9 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	if want := cfg.Expect; want > 0 {
 		rep.Expected = want
 		st := &rep.Stats
-		stopped := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+		// Time running out is a partial result; a cancelled send (a
+		// signal) stays what it is.
+		stopped := errors.Is(err, context.DeadlineExceeded)
 		if stopped || (err == nil && (st.Completed < uint64(want) || st.Failed > 0)) {
 			why := "reported"
 			if stopped {

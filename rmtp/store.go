@@ -88,12 +88,13 @@ func (s *FileStore) Prepare(session wire.SessionID, m *wire.Manifest) error {
 		if e.Kind == wire.KindFile {
 			dir = path.Dir(e.Path)
 		}
-		if dir == "." {
-			continue
+		if dir != "." {
+			if err := s.mkdirAll(dir); err != nil {
+				return err
+			}
 		}
-		if err := s.mkdirAll(dir); err != nil {
-			return err
-		}
+		// Top-level files too: a directory in the way was found only at
+		// the rename, after the whole file was received (TestExitRefused).
 		if e.Kind == wire.KindFile {
 			if fi, err := s.root.Lstat(e.Path); err == nil && !fi.Mode().IsRegular() {
 				return fmt.Errorf("%s: %s exists and is not a regular file; remove it or choose another --dir", s.dir, e.Path)

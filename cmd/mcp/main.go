@@ -25,6 +25,8 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 	exitPartial = 3 // --expect N: fewer than N receivers confirmed
+	exitSignal  = 4 // interrupted by SIGINT or SIGTERM
+	exitRefused = 5 // the receiver refused the session (manifest, space)
 )
 
 func main() {
@@ -81,8 +83,15 @@ func exitCode(err error) int {
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
-	if errors.Is(err, rmtp.ErrUnconfirmed) {
+	switch {
+	case errors.Is(err, rmtp.ErrUnconfirmed):
 		return exitPartial
+	case errors.Is(err, context.Canceled):
+		// The commands' context is cancelled only by a signal (main);
+		// time limits end them with context.DeadlineExceeded.
+		return exitSignal
+	case errors.Is(err, rmtp.ErrRefused):
+		return exitRefused
 	}
 	return exitFailure
 }

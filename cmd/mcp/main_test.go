@@ -33,7 +33,9 @@ func TestExitCode(t *testing.T) {
 		{"failure", errors.New("send on lo: boom"), exitFailure},
 		{"usage", usageErrorf("bad rate %q", "x"), exitUsage},
 		{"wrapped usage", fmt.Errorf("send: %w", usageErrorf("bad")), exitUsage},
-		{"context", context.Canceled, exitFailure},
+		{"signal", fmt.Errorf("send interrupted after 1s: %w", context.Canceled), exitSignal},
+		{"time limit", fmt.Errorf("receive: %w", context.DeadlineExceeded), exitFailure},
+		{"refused", fmt.Errorf("%w: no space", rmtp.ErrRefused), exitRefused},
 		{"unconfirmed", fmt.Errorf("send: %w: 1 of 2", rmtp.ErrUnconfirmed), exitPartial},
 	}
 	for _, tt := range tests {

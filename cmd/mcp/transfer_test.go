@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -267,5 +268,51 @@ func TestSendExpect(t *testing.T) {
 	}
 	if r := waitReceive(t, done); r.code != exitOK {
 		t.Fatalf("receive: exit code %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// TestExitInterrupted: a receive whose context is cancelled (what SIGINT
+// and SIGTERM do in main) exits 4 and leaves nothing behind.
+func TestExitInterrupted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	var out, errOut bytes.Buffer
+	dir := t.TempDir()
+	code := run(ctx, []string{"receive", "--interface", "lo", "--group", loopbackGroup(t), "--ttl", "0", "--dir", dir}, &out, &errOut)
+	if code != exitSignal {
+		t.Errorf("exit code %d, want %d; stderr:\n%s", code, exitSignal, errOut.String())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("%d entries left in --dir", len(ents))
+	}
+}
+
+// TestExitRefused: a receiver whose destination has a directory where the
+// session has a file refuses the session before writing: exit 5, and the
+// sender is unaffected.
+func TestExitRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	src, _ := writeTestFile(t, 100<<10)
+	group := loopbackGroup(t)
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, filepath.Base(src)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	done := startReceive(t, "--interface", "lo", "--group", group, "--ttl", "0", "--dir", dir, "--timeout", "30s")
+	if _, stderr, code := execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
+		"--linger", "300ms", src); code != exitOK {
+		t.Fatalf("send: exit code %d, stderr:\n%s", code, stderr)
+	}
+	r := waitReceive(t, done)
+	if r.code != exitRefused {
+		t.Errorf("receive: exit code %d, want %d; stderr:\n%s", r.code, exitRefused, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "session refused") || !strings.Contains(r.stderr, "is not a regular file") {
+		t.Errorf("stderr does not say why the session was refused:\n%s", r.stderr)
 	}
 }
