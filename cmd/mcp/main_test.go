@@ -131,3 +131,13 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("version: exit code %d, output %q", code, stdout)
 	}
 }
+
+// TestCompletion: every shell gets a completion script.
+func TestCompletion(t *testing.T) {
+	for shell, want := range map[string]string{"bash": "bash completion", "zsh": "#compdef mcp", "fish": "complete -c mcp"} {
+		stdout, stderr, code := execute(t, 10*time.Second, "completion", shell)
+		if code != exitOK || !strings.Contains(stdout, want) {
+			t.Errorf("mcp completion %s: exit %d, stdout lacks %q (stderr %q)", shell, code, want, stderr)
+		}
+	}
+}
