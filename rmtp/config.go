@@ -55,6 +55,11 @@ const (
 	// DefaultSenderTimeout: a receiver gives up on a session whose sender
 	// has been silent this long.
 	DefaultSenderTimeout = 30 * time.Second
+	// DefaultMaxManifestBytes and DefaultMaxFiles bound what a receiver
+	// accepts from a session it has never heard of: 16 MiB of manifest
+	// holds well over 100,000 entries.
+	DefaultMaxManifestBytes = 16 << 20
+	DefaultMaxFiles         = 100_000
 	// DefaultBatch is the most packets handed to the socket in one call.
 	DefaultBatch = 64
 )
@@ -173,6 +178,14 @@ type ReceiverConfig struct {
 	// GroupSizeEstimate sizes the NAK slot distribution. If zero,
 	// DefaultGroupSizeEstimate.
 	GroupSizeEstimate int
+	// Limits on what a session may declare; one that exceeds them is
+	// refused (ErrRefused) before anything is allocated for it or
+	// written. MaxManifestBytes: if zero, DefaultMaxManifestBytes.
+	// MaxFiles (files, empty ones included): if zero, DefaultMaxFiles.
+	// MaxBytes (file bytes in all): zero means no limit but free space.
+	MaxManifestBytes int
+	MaxFiles         int
+	MaxBytes         uint64
 	// Source is this process's source ID. If zero, random.
 	Source uint32
 	// Rand draws NAK slots. If nil, seeded from crypto/rand.
@@ -202,6 +215,15 @@ func (c ReceiverConfig) withDefaults() (ReceiverConfig, error) {
 	}
 	if c.GroupSizeEstimate == 0 {
 		c.GroupSizeEstimate = DefaultGroupSizeEstimate
+	}
+	if c.MaxManifestBytes < 0 || c.MaxFiles < 0 {
+		return c, fmt.Errorf("receiver: MaxManifestBytes %d and MaxFiles %d must not be negative", c.MaxManifestBytes, c.MaxFiles)
+	}
+	if c.MaxManifestBytes == 0 {
+		c.MaxManifestBytes = DefaultMaxManifestBytes
+	}
+	if c.MaxFiles == 0 {
+		c.MaxFiles = DefaultMaxFiles
 	}
 	if c.Source == 0 {
 		c.Source = randomSource()

@@ -432,13 +432,23 @@ func (r *Receiver) start(now time.Time, p *wire.Packet) {
 	r.haveSession = true
 	r.session = p.Session
 	r.ann = *a
+	r.hdr = wire.Header{Type: wire.TypeNAK, Session: r.session, Source: r.cfg.Source}
+	r.stats.Session = r.session.String()
+	switch {
+	case a.ManifestSize > uint64(r.cfg.MaxManifestBytes):
+		r.fail(fmt.Errorf("%w: session %s has a manifest of %d bytes, more than the limit of %d; raise --max-manifest to accept it",
+			ErrRefused, r.session, a.ManifestSize, r.cfg.MaxManifestBytes))
+		return
+	case uint64(a.Objects) > uint64(r.cfg.MaxFiles)+1:
+		r.fail(fmt.Errorf("%w: session %s has %d non-empty files, more than the limit of %d; raise --max-files to accept it",
+			ErrRefused, r.session, a.Objects-1, r.cfg.MaxFiles))
+		return
+	}
 	r.lay = layout{symbolSize: int(a.SymbolSize), k: int(a.K)}
 	r.codec = codec
 	r.objs = make([]robj, a.Objects)
 	r.initObj(0, a.ManifestSize)
 	r.manifestBuf = make([]byte, a.ManifestSize)
-	r.hdr = wire.Header{Type: wire.TypeNAK, Session: r.session, Source: r.cfg.Source}
-	r.stats.Session = r.session.String()
 	r.setGRTT(a.GRTTMicros)
 	r.cfg.Logger.Info("session announced", "session", r.session, "objects", a.Objects, "mode", a.Mode, "symbol_size", a.SymbolSize, "k", a.K)
 }
@@ -687,6 +697,23 @@ func (r *Receiver) manifestDone(now time.Time) {
 	objs := FileObjects(m)
 	if len(objs)+1 != len(r.objs) {
 		r.fail(fmt.Errorf("%w: manifest lists %d file objects, announce says %d", ErrRefused, len(objs), len(r.objs)-1))
+		return
+	}
+	files, total := 0, uint64(0)
+	for i := range m.Entries {
+		if e := &m.Entries[i]; e.Kind == wire.KindFile {
+			files++
+			total += e.Size
+		}
+	}
+	if files > r.cfg.MaxFiles {
+		r.fail(fmt.Errorf("%w: session %s has %d files, more than the limit of %d; raise --max-files to accept it",
+			ErrRefused, r.session, files, r.cfg.MaxFiles))
+		return
+	}
+	if r.cfg.MaxBytes > 0 && total > r.cfg.MaxBytes {
+		r.fail(fmt.Errorf("%w: session %s has %d bytes of files, more than the limit of %d; raise --max-bytes to accept it",
+			ErrRefused, r.session, total, r.cfg.MaxBytes))
 		return
 	}
 	if err := r.store.Prepare(r.session, m); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcp-dev/mcp/rmtp"
+	"github.com/mcp-dev/mcp/rmtp/wire"
 )
 
 type receiveFlags struct {
@@ -17,6 +18,9 @@ type receiveFlags struct {
 	dir           string
 	timeout       time.Duration
 	senderTimeout time.Duration
+	maxManifest   string
+	maxFiles      int
+	maxBytes      string
 }
 
 func newReceiveCmd() *cobra.Command {
@@ -43,6 +47,12 @@ Start receivers before the sender.`,
 		"give up if the session is not complete after this long; 0: wait forever")
 	fs.DurationVar(&f.senderTimeout, "sender-timeout", rmtp.DefaultSenderTimeout,
 		"give up on a session whose sender has been silent this long; 0: never")
+	fs.StringVar(&f.maxManifest, "max-manifest", "16M",
+		"refuse (exit 5) a session whose manifest is larger; K, M, G are powers of 1024")
+	fs.IntVar(&f.maxFiles, "max-files", rmtp.DefaultMaxFiles,
+		"refuse (exit 5) a session with more files, empty ones included")
+	fs.StringVar(&f.maxBytes, "max-bytes", "0",
+		"refuse (exit 5) a session with more bytes of files; 0: no limit but free space")
 	f.out.add(cmd)
 	return cmd
 }
@@ -68,10 +78,29 @@ func (f *receiveFlags) options() (rmtp.ReceiveOptions, error) {
 	if st == 0 {
 		st = -1 // ReceiverConfig: zero means the default, negative disables
 	}
+	maxManifest, err := parseSize(f.maxManifest)
+	if err != nil {
+		return o, usageErrorf("--max-manifest: %v", err)
+	}
+	if maxManifest < 1 || maxManifest > wire.MaxManifestSize {
+		return o, usageErrorf("--max-manifest %s out of range [1, %d]", f.maxManifest, wire.MaxManifestSize)
+	}
+	if f.maxFiles < 1 {
+		return o, usageErrorf("--max-files %d must be at least 1", f.maxFiles)
+	}
+	maxBytes, err := parseSize(f.maxBytes)
+	if err != nil {
+		return o, usageErrorf("--max-bytes: %v", err)
+	}
 	return rmtp.ReceiveOptions{
-		Net:      n,
-		Dir:      f.dir,
-		Receiver: rmtp.ReceiverConfig{SenderTimeout: st},
+		Net: n,
+		Dir: f.dir,
+		Receiver: rmtp.ReceiverConfig{
+			SenderTimeout:    st,
+			MaxManifestBytes: int(maxManifest),
+			MaxFiles:         f.maxFiles,
+			MaxBytes:         maxBytes,
+		},
 	}, nil
 }
 

@@ -316,3 +316,26 @@ func TestExitRefused(t *testing.T) {
 		t.Errorf("stderr does not say why the session was refused:\n%s", r.stderr)
 	}
 }
+
+// TestReceiveLimits: a session over --max-bytes is refused with exit 5 and
+// a message naming the flag; nothing is written.
+func TestReceiveLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	src, _ := writeTestFile(t, 100<<10)
+	group := loopbackGroup(t)
+	dir := t.TempDir()
+	done := startReceive(t, "--interface", "lo", "--group", group, "--ttl", "0", "--dir", dir, "--timeout", "30s", "--max-bytes", "64K")
+	if _, stderr, code := execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
+		"--linger", "300ms", src); code != exitOK {
+		t.Fatalf("send: exit code %d, stderr:\n%s", code, stderr)
+	}
+	r := waitReceive(t, done)
+	if r.code != exitRefused || !strings.Contains(r.stderr, "raise --max-bytes") {
+		t.Errorf("receive: exit code %d (want %d), stderr:\n%s", r.code, exitRefused, r.stderr)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("%d entries written in --dir", len(ents))
+	}
+}
