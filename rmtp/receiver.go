@@ -297,15 +297,15 @@ func (r *Receiver) NoteLoad(now time.Time, l SocketLoad) {
 		r.overruns = 0
 		return
 	}
-	overruns := uint32(min(uint64(r.overruns)+drops, 1<<32-1))
-	r.overruns = overruns
+	r.overruns = uint32(min(uint64(r.overruns)+drops, math.MaxUint32))
 	growing := had && fill >= congestionFill && l.Queued >= prev.Queued
-	if overruns == 0 && !growing {
+	if r.overruns == 0 && !growing {
 		return
 	}
 	if now.Before(r.congNext) {
 		return // counted in the next report
 	}
+	overruns := r.overruns
 	r.overruns = 0
 	r.congNext = now.Add(r.congInterval())
 	if now.Before(r.peerCongTo) {
@@ -724,13 +724,8 @@ func (r *Receiver) manifestDone(now time.Time) {
 	r.manifestBuf = nil
 	for n, i := range objs {
 		r.initObj(n+1, m.Entries[i].Size)
-		r.stats.Bytes += m.Entries[i].Size
 	}
-	for i := range m.Entries {
-		if m.Entries[i].Kind == wire.KindFile {
-			r.stats.Files++
-		}
-	}
+	r.stats.Files, r.stats.Bytes = files, total
 	r.cfg.Logger.Info("manifest known", "session", r.session, "files", r.stats.Files, "bytes", r.stats.Bytes)
 	early := r.early
 	r.early, r.earlySize = nil, 0

@@ -290,6 +290,20 @@ func TestExitInterrupted(t *testing.T) {
 	}
 }
 
+// sendToReceiver starts "mcp receive" on a fresh loopback group with
+// recvArgs, sends src to it with a 300 ms linger (failing the test unless
+// the send exits 0), and returns the receiver's result.
+func sendToReceiver(t *testing.T, src, dir string, recvArgs ...string) cmdResult {
+	t.Helper()
+	group := loopbackGroup(t)
+	done := startReceive(t, append([]string{"--interface", "lo", "--group", group, "--ttl", "0", "--dir", dir, "--timeout", "30s"}, recvArgs...)...)
+	if _, stderr, code := execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
+		"--linger", "300ms", src); code != exitOK {
+		t.Fatalf("send: exit code %d, stderr:\n%s", code, stderr)
+	}
+	return waitReceive(t, done)
+}
+
 // TestExitRefused: a receiver whose destination has a directory where the
 // session has a file refuses the session before writing: exit 5, and the
 // sender is unaffected.
@@ -298,17 +312,11 @@ func TestExitRefused(t *testing.T) {
 		t.Skip("uses multicast on the loopback interface")
 	}
 	src, _ := writeTestFile(t, 100<<10)
-	group := loopbackGroup(t)
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, filepath.Base(src)), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	done := startReceive(t, "--interface", "lo", "--group", group, "--ttl", "0", "--dir", dir, "--timeout", "30s")
-	if _, stderr, code := execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
-		"--linger", "300ms", src); code != exitOK {
-		t.Fatalf("send: exit code %d, stderr:\n%s", code, stderr)
-	}
-	r := waitReceive(t, done)
+	r := sendToReceiver(t, src, dir)
 	if r.code != exitRefused {
 		t.Errorf("receive: exit code %d, want %d; stderr:\n%s", r.code, exitRefused, r.stderr)
 	}
@@ -324,14 +332,8 @@ func TestReceiveLimits(t *testing.T) {
 		t.Skip("uses multicast on the loopback interface")
 	}
 	src, _ := writeTestFile(t, 100<<10)
-	group := loopbackGroup(t)
 	dir := t.TempDir()
-	done := startReceive(t, "--interface", "lo", "--group", group, "--ttl", "0", "--dir", dir, "--timeout", "30s", "--max-bytes", "64K")
-	if _, stderr, code := execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
-		"--linger", "300ms", src); code != exitOK {
-		t.Fatalf("send: exit code %d, stderr:\n%s", code, stderr)
-	}
-	r := waitReceive(t, done)
+	r := sendToReceiver(t, src, dir, "--max-bytes", "64K")
 	if r.code != exitRefused || !strings.Contains(r.stderr, "raise --max-bytes") {
 		t.Errorf("receive: exit code %d (want %d), stderr:\n%s", r.code, exitRefused, r.stderr)
 	}
