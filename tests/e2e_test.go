@@ -275,8 +275,12 @@ func TestSlowReceiver(t *testing.T) {
 	if st.RateCuts == 0 {
 		t.Errorf("the sender never slowed down for the slow receiver")
 	}
-	if over > 1.5 {
-		t.Errorf("sender bytes/file %.3f, want <= 1.5", over)
+	// Alone this is 1.02; CI once measured 1.61 while other packages'
+	// race-enabled tests shared the two cores (the stalled receiver's
+	// GRTT reached 1.5 s). A fixed-rate sender here sends several times
+	// the file; 2.0 still catches that storm without flaking on load.
+	if over > 2.0 {
+		t.Errorf("sender bytes/file %.3f, want <= 2.0", over)
 	}
 }
 
