@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/mcp-dev/mcp/fec"
@@ -43,40 +42,6 @@ type SenderStats struct {
 	RateBps           float64 `json:"rate_bps"`
 }
 
-// bucket gathers NAKs for one block over the aggregation window and is
-// answered once, with the largest need heard (the XTP bucket idea,
-// DESIGN.md "Damping").
-type bucket struct {
-	key      blockKey
-	need     int
-	mask     [wire.MaxNAKMaskBytes]byte
-	deadline time.Time
-}
-
-// repairHist remembers what was sent for a block so that NAKs racing a
-// repair do not trigger it again, and which parity symbol is next.
-type repairHist struct {
-	nextParity int        // parity index not sent yet
-	lastAt     time.Time  // when the last repair for the block ended
-	lastCount  int        // symbols in that repair
-	job        *repairJob // the block's newest queued or running job
-}
-
-// repairJob is a bucket being answered: parity symbols first..first+npar-1
-// (fresh ones, never sent before for the block), then the source symbols
-// in retx once parity is used up.
-type repairJob struct {
-	key    blockKey
-	k      int
-	first  int
-	npar   int
-	retx   []uint16
-	next   int      // symbols of the job sent so far
-	parity [][]byte // computed when the job starts
-}
-
-func (j *repairJob) size() int { return j.npar + len(j.retx) }
-
 // Sender is the sender engine: a state machine with no goroutines,
 // sockets or clock of its own (STYLE.md section 3). It streams every
 // object once, answers NAKs with fresh parity, and lingers after the last
@@ -109,13 +74,9 @@ type Sender struct {
 	ended  bool
 	endAt  time.Time
 
-	buckets     map[blockKey]*bucket
-	bucketQueue []*bucket // in deadline order
-	jobs        []*repairJob
-	history     map[blockKey]*repairHist
-	allowance   float64 // bytes of repair allowed ahead of new data
+	rep         *Repairer // answers NAKs (the root region's repairer)
+	allowance   float64   // bytes of repair allowed ahead of new data
 	lastNAK     time.Time
-	lastRepair  time.Time
 	cache       blockCache
 	symbolPool  [][]byte
 	free        [][]byte
@@ -161,8 +122,6 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		pace:       newPacer(cfg.RateBitsPerSec, now),
 		rc:         newRateControl(cfg.RateBitsPerSec, cfg.FixedRate, now),
 		grtt:       grttEstimator{grtt: cfg.GRTT},
-		buckets:    make(map[blockKey]*bucket),
-		history:    make(map[blockKey]*repairHist),
 		statusSeen: make(map[uint32]uint8),
 		nextAnnnc:  now,
 		nextTail:   now.Add(cfg.TailInterval),
@@ -179,6 +138,22 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 	}
 	s.cache.init(32, m.K, m.SymbolSize)
 	s.hdr = wire.Header{Session: s.session, Source: cfg.Source}
+	s.rep, err = NewRepairer(RepairerConfig{
+		SymbolSize:    int(m.SymbolSize),
+		K:             int(m.K),
+		Sizes:         s.sizes,
+		Proactive:     cfg.Proactive,
+		BackoffFactor: cfg.BackoffFactor,
+		Header:        s.hdr,
+		Group:         cfg.DataGroup,
+		Block:         func(obj, blk uint32) ([]byte, error) { return s.loadBlock(blockKey{obj, blk}) },
+		Buf:           s.getBuf,
+		Logger:        cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sender: %w", err)
+	}
+	s.rep.SetGRTT(s.grtt.grtt)
 	s.ann = wire.Announce{
 		SymbolSize:     m.SymbolSize,
 		K:              m.K,
@@ -208,6 +183,12 @@ func (s *Sender) Session() wire.SessionID { return s.session }
 // Stats returns a snapshot of the counters.
 func (s *Sender) Stats() SenderStats {
 	st := s.stats
+	rs := s.rep.Stats()
+	st.NAKEntriesHeard = rs.NAKEntriesHeard
+	st.NAKsIgnored = rs.NAKsIgnored + rs.NAKsLacking
+	st.RepairRounds = rs.RepairRounds
+	st.ParityPackets += rs.ParityPackets
+	st.RetransPackets = rs.RetransPackets
 	st.GRTT = s.grtt.grtt
 	st.RateBps = max(s.rc.rate, 0)
 	return st
@@ -229,7 +210,7 @@ func (s *Sender) Done(now time.Time) bool {
 		s.finished = s.ended && s.Reported() >= uint64(s.cfg.Expect)
 		return s.finished
 	}
-	s.finished = s.ended && len(s.jobs) == 0 && len(s.bucketQueue) == 0 && !now.Before(s.lingerEnd())
+	s.finished = s.ended && s.rep.Idle() && !now.Before(s.lingerEnd())
 	return s.finished
 }
 
@@ -255,8 +236,8 @@ func (s *Sender) lingerEnd() time.Time {
 	if s.lastNAK.After(t) {
 		t = s.lastNAK
 	}
-	if s.lastRepair.After(t) {
-		t = s.lastRepair
+	if l := s.rep.LastRepair(); l.After(t) {
+		t = l
 	}
 	return t.Add(s.linger())
 }
@@ -278,12 +259,6 @@ func (s *Sender) linger() time.Duration {
 func (s *Sender) advertisedGRTT() uint32 {
 	s.maxAdvertised = max(s.maxAdvertised, s.grtt.grtt)
 	return uint32(s.grtt.grtt / time.Microsecond)
-}
-
-// aggWindow is how long NAKs for one block are gathered: one NAK slot
-// window, so every NAK of a round lands in one bucket.
-func (s *Sender) aggWindow() time.Duration {
-	return time.Duration(s.cfg.BackoffFactor * float64(s.grtt.grtt))
 }
 
 // HandlePacket processes one decoded packet from the control group.
@@ -325,6 +300,7 @@ func (s *Sender) echo(now time.Time, ts uint64, delayMicros uint32) {
 	rtt := now.Sub(s.start) - time.Duration(ts) - time.Duration(delayMicros)*time.Microsecond
 	if rtt > 0 && rtt < 2*MaxGRTT {
 		s.grtt.sample(rtt)
+		s.rep.SetGRTT(s.grtt.grtt)
 	}
 }
 
@@ -332,109 +308,19 @@ func (s *Sender) handleNAK(now time.Time, n *wire.NAK) {
 	s.stats.NAKsHeard++
 	s.lastNAK = now
 	s.echo(now, n.EchoTimestamp, n.EchoDelayMicros)
-	for i := range n.Entries {
-		e := &n.Entries[i]
-		s.stats.NAKEntriesHeard++
-		key := blockKey{e.Object, e.Block}
-		if int(e.Object) >= len(s.sizes) || e.Block >= s.nblocks[e.Object] || !key.before(s.pos) && !s.ended {
-			s.stats.NAKsIgnored++ // not sent yet, or not a block at all
-			continue
-		}
-		kb := s.lay.blockSymbols(s.sizes[e.Object], e.Block)
-		need := min(int(e.Need), kb)
-		h := s.history[key]
-		switch {
-		case h != nil && h.job != nil && h.job.next == 0:
-			// A repair for the block is queued: make it answer this NAK
-			// too instead of queueing another.
-			if need > h.job.size() {
-				s.grow(h.job, h, need, e.Mask)
-			} else {
-				s.stats.NAKsIgnored++
-			}
-			continue
-		case h != nil && h.job != nil:
-			// A repair is going out: count it as on its way.
-			if need <= h.job.size() {
-				s.stats.NAKsIgnored++
-				continue
-			}
-			need -= h.job.size()
-		case h != nil && now.Sub(h.lastAt) < 2*s.grtt.grtt:
-			// The NAK may have crossed the repair just sent.
-			if need <= h.lastCount {
-				s.stats.NAKsIgnored++
-				continue
-			}
-			need -= h.lastCount
-		}
-		b := s.buckets[key]
-		if b == nil {
-			b = &bucket{key: key, deadline: now.Add(s.aggWindow())}
-			s.buckets[key] = b
-			s.bucketQueue = append(s.bucketQueue, b)
-		}
-		b.need = max(b.need, need)
-		for j := range min(len(e.Mask), len(b.mask)) {
-			b.mask[j] |= e.Mask[j]
-		}
-	}
+	s.rep.HandleNAK(now, n, s.sent)
+}
+
+// sent reports whether block blk of object obj has been sent in full:
+// only those are repaired (a NAK for a later block is premature).
+func (s *Sender) sent(obj, blk uint32) bool {
+	return s.ended || blockKey{obj, blk}.before(s.pos)
 }
 
 // HandleTimer runs what is due at now.
 func (s *Sender) HandleTimer(now time.Time) {
 	defer s.Done(now)
-	for len(s.bucketQueue) > 0 && !s.bucketQueue[0].deadline.After(now) {
-		b := s.bucketQueue[0]
-		s.bucketQueue = s.bucketQueue[1:]
-		delete(s.buckets, b.key)
-		s.queueRepair(b)
-	}
-	if len(s.bucketQueue) == 0 {
-		s.bucketQueue = nil // let the backing array go
-	}
-}
-
-// queueRepair turns a bucket into a job.
-func (s *Sender) queueRepair(b *bucket) {
-	h := s.history[b.key]
-	if h == nil {
-		h = &repairHist{nextParity: s.cfg.Proactive}
-		s.history[b.key] = h
-	}
-	s.stats.RepairRounds++
-	j := &repairJob{key: b.key, k: s.lay.blockSymbols(s.sizes[b.key.obj], b.key.blk)}
-	s.grow(j, h, b.need, b.mask[:])
-	h.job = j
-	s.jobs = append(s.jobs, j)
-	if s.debug {
-		s.cfg.Logger.Debug("repair queued", "object", b.key.obj, "block", b.key.blk, "need", b.need,
-			"parity", j.npar, "retx", len(j.retx), "jobs", len(s.jobs), "pos_block", s.pos.blk, "rate", s.rc.rate, "grtt", s.grtt.grtt)
-	}
-}
-
-// grow adds symbols to a job that has not started until it has need:
-// parity not sent before while there is any (DESIGN.md, "Repair by
-// parity"), then the source symbols the mask names, then any.
-func (s *Sender) grow(j *repairJob, h *repairHist, need int, mask []byte) {
-	maxPar := fec.MaxParity(j.k)
-	if j.npar == 0 {
-		j.first = h.nextParity
-	}
-	for j.size() < need && h.nextParity < maxPar && j.first+j.npar == h.nextParity {
-		j.npar++
-		h.nextParity++
-	}
-	for i := 0; i < j.k && j.size() < need; i++ {
-		if wire.MaskHas(mask, i) && !slices.Contains(j.retx, uint16(i)) {
-			j.retx = append(j.retx, uint16(i))
-		}
-	}
-	for i := 0; i < j.k && j.size() < need; i++ {
-		if !slices.Contains(j.retx, uint16(i)) {
-			j.retx = append(j.retx, uint16(i))
-		}
-	}
+	s.rep.HandleTimer(now)
 }
 
 // NextDeadline returns when HandleTimer or AppendOutgoing next has work.
@@ -446,10 +332,10 @@ func (s *Sender) NextDeadline() time.Time {
 	if s.nextTail.Before(t) {
 		t = s.nextTail
 	}
-	if len(s.bucketQueue) > 0 && s.bucketQueue[0].deadline.Before(t) {
-		t = s.bucketQueue[0].deadline
+	if d := s.rep.NextDeadline(); !d.IsZero() && d.Before(t) {
+		t = d
 	}
-	if !s.ended || len(s.jobs) > 0 {
+	if !s.ended || s.rep.Pending() {
 		if r := s.pace.readyAt(16 * float64(s.bufSize)); r.Before(t) {
 			t = r
 		}
@@ -486,7 +372,7 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		s.pace.setRate(s.rc.rate)
 	}
 	for len(dst) < cap(dst) && s.pace.ready() && s.err == nil {
-		haveRepair := len(s.jobs) > 0
+		haveRepair := s.rep.Pending()
 		var d Datagram
 		switch {
 		case haveRepair && (s.ended || s.repairLimit < 0 || s.allowance > 0):
@@ -637,63 +523,12 @@ func (s *Sender) loadBlock(key blockKey) ([]byte, error) {
 }
 
 func (s *Sender) nextRepair(now time.Time) Datagram {
-	j := s.jobs[0]
-	if j.next == 0 && j.npar > 0 {
-		// Compute the job's parity symbols in one call.
-		data, err := s.loadBlock(j.key)
-		if err != nil {
-			s.err = err
-			return Datagram{}
-		}
-		j.parity = make([][]byte, j.npar)
-		for i := range j.parity {
-			j.parity[i] = s.getSymbol()
-		}
-		if err := s.codec.Parity(s.symbols(data, j.k), j.first, j.parity); err != nil {
-			s.err = fmt.Errorf("sender: parity for object %d block %d: %w", j.key.obj, j.key.blk, err)
-			return Datagram{}
-		}
-	}
-	var d Datagram
-	if j.next < j.npar {
-		d = s.dataPacket(j.key, j.k+j.first+j.next, wire.DataRepair, j.parity[j.next])
-		s.stats.ParityPackets++
-	} else {
-		data, err := s.loadBlock(j.key)
-		if err != nil {
-			s.err = err
-			return Datagram{}
-		}
-		sym := int(j.retx[j.next-j.npar])
-		n := s.lay.symbolLen(s.sizes[j.key.obj], j.key.blk, sym)
-		d = s.dataPacket(j.key, sym, wire.DataRepair, data[sym*s.lay.symbolSize:sym*s.lay.symbolSize+n])
-		s.stats.RetransPackets++
-	}
-	j.next++
-	if j.next == j.size() {
-		s.jobs[0] = nil
-		s.jobs = s.jobs[1:]
-		if len(s.jobs) == 0 {
-			s.jobs = nil
-		}
-		s.symbolPool = append(s.symbolPool, j.parity...)
-		h := s.history[j.key]
-		h.lastAt, h.lastCount = now, j.size()
-		if h.job == j {
-			h.job = nil
-		}
-		s.lastRepair = now
+	d, err := s.rep.Next(now)
+	if err != nil {
+		s.err = fmt.Errorf("sender: %w", err)
+		return Datagram{}
 	}
 	return d
-}
-
-func (s *Sender) getSymbol() []byte {
-	if n := len(s.symbolPool); n > 0 {
-		b := s.symbolPool[n-1]
-		s.symbolPool = s.symbolPool[:n-1]
-		return b
-	}
-	return make([]byte, s.lay.symbolSize)
 }
 
 func (s *Sender) dataPacket(key blockKey, sym int, flags uint8, payload []byte) Datagram {
