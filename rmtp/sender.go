@@ -20,20 +20,23 @@ type ObjectSource interface {
 
 // SenderStats are a Sender's counters.
 type SenderStats struct {
-	Session         string        `json:"session"`
-	Objects         int           `json:"objects"`
-	DataPackets     uint64        `json:"data_packets"`    // source symbols, first pass
-	ParityPackets   uint64        `json:"parity_packets"`  // proactive and repair parity
-	RetransPackets  uint64        `json:"retrans_packets"` // source symbols sent again
-	ControlPackets  uint64        `json:"control_packets"` // ANNOUNCE and TAIL
-	BytesSent       uint64        `json:"bytes_sent"`      // every packet byte handed to the socket
-	NAKsHeard       uint64        `json:"naks_heard"`      // NAK packets
-	NAKEntriesHeard uint64        `json:"nak_entries_heard"`
-	NAKsIgnored     uint64        `json:"naks_ignored"` // entries already answered or out of range
-	RepairRounds    uint64        `json:"repair_rounds"`
-	Completed       uint64        `json:"receivers_completed"` // STATUS complete heard
-	Failed          uint64        `json:"receivers_failed"`
-	GRTT            time.Duration `json:"grtt_ns"`
+	Session         string `json:"session"`
+	Objects         int    `json:"objects"`
+	DataPackets     uint64 `json:"data_packets"`    // source symbols, first pass
+	ParityPackets   uint64 `json:"parity_packets"`  // proactive and repair parity
+	RetransPackets  uint64 `json:"retrans_packets"` // source symbols sent again
+	ControlPackets  uint64 `json:"control_packets"` // ANNOUNCE and TAIL
+	BytesSent       uint64 `json:"bytes_sent"`      // every packet byte handed to the socket
+	NAKsHeard       uint64 `json:"naks_heard"`      // NAK packets
+	NAKEntriesHeard uint64 `json:"nak_entries_heard"`
+	NAKsIgnored     uint64 `json:"naks_ignored"` // entries already answered or out of range
+	RepairRounds    uint64 `json:"repair_rounds"`
+	Completed       uint64 `json:"receivers_completed"` // STATUS complete heard, counted once per receiver
+	Failed          uint64 `json:"receivers_failed"`
+	// Regions splits Completed and Failed by region: receivers that
+	// report to the sender directly, then each repair server's aggregate.
+	Regions []RegionCount `json:"regions"`
+	GRTT    time.Duration `json:"grtt_ns"`
 	// Rate adaptation (ratectl.go): congestion reports heard from
 	// receivers, cuts made, and the lowest and the final rate.
 	CongestionReports uint64  `json:"congestion_reports"`
@@ -80,7 +83,7 @@ type Sender struct {
 	cache       blockCache
 	symbolPool  [][]byte
 	free        [][]byte
-	statusSeen  map[uint32]uint8
+	reports     Completions
 	nextAnnnc   time.Time
 	announced   int
 	finished    bool // Done has reported true: nothing more to do
@@ -112,20 +115,19 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		return nil, fmt.Errorf("sender: manifest of %d bytes exceeds %d bytes; send fewer files per session", len(enc), wire.MaxManifestSize)
 	}
 	s := &Sender{
-		cfg:        cfg,
-		lay:        layout{symbolSize: int(m.SymbolSize), k: int(m.K)},
-		codec:      codec,
-		src:        src,
-		manifest:   enc,
-		session:    wire.SessionIDOf(enc),
-		start:      now,
-		pace:       newPacer(cfg.RateBitsPerSec, now),
-		rc:         newRateControl(cfg.RateBitsPerSec, cfg.FixedRate, now),
-		grtt:       grttEstimator{grtt: cfg.GRTT},
-		statusSeen: make(map[uint32]uint8),
-		nextAnnnc:  now,
-		nextTail:   now.Add(cfg.TailInterval),
-		bufSize:    wire.HeaderSize + wire.DataHeaderSize + int(m.SymbolSize) + wire.TagSize,
+		cfg:       cfg,
+		lay:       layout{symbolSize: int(m.SymbolSize), k: int(m.K)},
+		codec:     codec,
+		src:       src,
+		manifest:  enc,
+		session:   wire.SessionIDOf(enc),
+		start:     now,
+		pace:      newPacer(cfg.RateBitsPerSec, now),
+		rc:        newRateControl(cfg.RateBitsPerSec, cfg.FixedRate, now),
+		grtt:      grttEstimator{grtt: cfg.GRTT},
+		nextAnnnc: now,
+		nextTail:  now.Add(cfg.TailInterval),
+		bufSize:   wire.HeaderSize + wire.DataHeaderSize + int(m.SymbolSize) + wire.TagSize,
 	}
 	s.sizes = append(s.sizes, uint64(len(enc)))
 	for i := range m.Entries {
@@ -190,6 +192,8 @@ func (s *Sender) Stats() SenderStats {
 	st.ParityPackets += rs.ParityPackets
 	st.RetransPackets = rs.RetransPackets
 	st.GRTT = s.grtt.grtt
+	st.Completed, st.Failed = s.reports.Totals()
+	st.Regions = s.reports.Regions()
 	st.RateBps = max(s.rc.rate, 0)
 	return st
 }
@@ -215,7 +219,10 @@ func (s *Sender) Done(now time.Time) bool {
 }
 
 // Reported returns how many receivers reported completion or failure.
-func (s *Sender) Reported() uint64 { return s.stats.Completed + s.stats.Failed }
+func (s *Sender) Reported() uint64 {
+	c, f := s.reports.Totals()
+	return c + f
+}
 
 // Progress returns the bytes of file data sent in the first pass and the
 // total.
@@ -263,6 +270,11 @@ func (s *Sender) advertisedGRTT() uint32 {
 
 // HandlePacket processes one decoded packet from the control group.
 func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet) {
+	if p.Type == wire.TypeAdvert && p.Source != s.cfg.Source {
+		// A repair server under us: remember its region for the report.
+		s.reports.SetRegion(p.Source, p.Advert.Region)
+		return
+	}
 	if p.Session != s.session || p.Source == s.cfg.Source {
 		return
 	}
@@ -280,15 +292,7 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 				s.stats.RateMinBps = min(s.stats.RateMinBps, s.rc.rate)
 			}
 		}
-		if prev := s.statusSeen[p.Source]; prev != p.Status.State {
-			s.statusSeen[p.Source] = p.Status.State
-			switch p.Status.State {
-			case wire.StateComplete:
-				s.stats.Completed += uint64(max(p.Status.Complete, 1))
-			case wire.StateFailed:
-				s.stats.Failed += uint64(max(p.Status.Failed, 1))
-			}
-		}
+		s.reports.Note(p.Source, &p.Status)
 	}
 }
 

@@ -33,6 +33,11 @@ const StatusSize = 40
 // behind: its receive queue is filling or overflowing.
 const StatusCongested uint8 = 0x01
 
+// StatusAggregate marks a repair server's report for its region:
+// Complete and Failed count every receiver below it, and replace the
+// counts of its previous report.
+const StatusAggregate uint8 = 0x02
+
 // MaxQueuePermille is the largest queue fill a STATUS may carry.
 const MaxQueuePermille = 1000
 
@@ -46,7 +51,7 @@ const (
 // Status reports completion.
 type Status struct {
 	State uint8
-	Flags uint8 // StatusCongested
+	Flags uint8 // StatusCongested, StatusAggregate
 
 	Reason          uint16 // why it failed, when State is StateFailed
 	Complete        uint32 // receivers that finished (1 from a receiver)
@@ -88,7 +93,7 @@ func (s *Status) Parse(b []byte) error {
 		return errf(TypeStatus, ReasonTrailing, "%d extra bytes", len(b)-StatusSize)
 	}
 	s.State, s.Flags = b[0], b[1]
-	if s.Flags&^StatusCongested != 0 {
+	if s.Flags&^(StatusCongested|StatusAggregate) != 0 {
 		return errf(TypeStatus, ReasonReserved, "unknown flags %#x", s.Flags)
 	}
 	if s.State > StateFailed {
