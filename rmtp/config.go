@@ -186,6 +186,15 @@ type ReceiverConfig struct {
 	MaxManifestBytes int
 	MaxFiles         int
 	MaxBytes         uint64
+	// NoCompletionReports keeps the receiver from reporting its own
+	// completion or failure: a repair server's upstream receiver is no
+	// end receiver, and reports its region's counts instead.
+	NoCompletionReports bool
+	// AutoRepair picks a repair server from the ADVERTs heard on the
+	// control group (receiver_tree.go has the rule); LocalPrefix is the
+	// receiving interface's subnet, which the rule prefers.
+	AutoRepair  bool
+	LocalPrefix netip.Prefix
 	// Source is this process's source ID. If zero, random.
 	Source uint32
 	// Rand draws NAK slots. If nil, seeded from crypto/rand.

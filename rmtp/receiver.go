@@ -66,6 +66,7 @@ type ReceiverStats struct {
 	NAKEntriesSent uint64            `json:"nak_entries_sent"`
 	NAKsHeard      uint64            `json:"naks_heard"`      // NAK packets from peers
 	NAKsSuppressed uint64            `json:"naks_suppressed"` // own NAKs cancelled by a peer's
+	AdvertsHeard   uint64            `json:"adverts_heard"`   // repair servers' ADVERTs
 	Drops          map[string]uint64 `json:"drops"`           // packets dropped, by reason
 	// Overload (NoteLoad): packets the data socket dropped because this
 	// receiver did not read them in time, the fullest its queue was seen,
@@ -167,6 +168,7 @@ type Receiver struct {
 
 	objs        []robj
 	manifestBuf []byte
+	manifestRaw []byte // the manifest's encoding, kept for repair servers
 	manifest    *wire.Manifest
 	committed   int
 
@@ -210,6 +212,13 @@ type Receiver struct {
 
 	stats ReceiverStats
 	debug bool // Logger takes debug records
+
+	// AutoRepair (receiver_tree.go): the best ADVERT heard so far, and
+	// when the choice is made.
+	repairHeard  bool
+	repairChosen bool
+	repairBest   advertHeard
+	repairPickAt time.Time
 }
 
 // NewReceiver returns a receiver that writes through store.
@@ -336,6 +345,10 @@ func (r *Receiver) fail(err error) {
 func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet) {
 	if p.Source == r.cfg.Source {
 		return // our own NAK, looped back
+	}
+	if p.Type == wire.TypeAdvert {
+		r.noteAdvert(now, from, p.Source, &p.Advert) // receiver_tree.go
+		return
 	}
 	if r.done || r.err != nil {
 		return
@@ -721,7 +734,7 @@ func (r *Receiver) manifestDone(now time.Time) {
 		return
 	}
 	r.manifest = m
-	r.manifestBuf = nil
+	r.manifestRaw, r.manifestBuf = r.manifestBuf, nil
 	for n, i := range objs {
 		r.initObj(n+1, m.Entries[i].Size)
 	}
@@ -881,6 +894,9 @@ func (r *Receiver) NextDeadline() time.Time {
 	if len(r.timers) > 0 {
 		t = r.timers[0].at
 	}
+	if r.repairHeard && !r.repairChosen && (t.IsZero() || r.repairPickAt.Before(t)) {
+		t = r.repairPickAt
+	}
 	if r.haveSession && !r.done && r.err == nil && r.cfg.SenderTimeout > 0 {
 		if s := r.lastHeard.Add(r.cfg.SenderTimeout); t.IsZero() || s.Before(t) {
 			t = s
@@ -901,6 +917,7 @@ const bestEffortGrace = 2 * time.Second
 // HandleTimer sends the NAKs whose slots have come and restarts repair
 // cycles whose hold-off ran out.
 func (r *Receiver) HandleTimer(now time.Time) {
+	r.pickRepair(now)
 	if r.done && r.statusRepeats > 0 && !now.Before(r.nextStatus) {
 		r.queueStatus(wire.StateComplete)
 		r.statusRepeats--
@@ -996,6 +1013,9 @@ func (r *Receiver) flushNAK(now time.Time) {
 // so its echo delay covers the time spent finishing (fsync, rename).
 func (r *Receiver) queueStatus(state uint8) {
 	if !r.haveSession || !r.cfg.ControlGroup.IsValid() {
+		return
+	}
+	if r.cfg.NoCompletionReports && state != wire.StateProgress {
 		return
 	}
 	st := wire.Status{State: state, Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs}
