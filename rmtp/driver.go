@@ -123,6 +123,7 @@ type rxBatch struct {
 	ds  []Datagram
 	n   int
 	err error
+	tag uint8 // which input it came from (Input.Tag)
 }
 
 // readLoop reads batches from conn until it is closed or ctx ends. With
@@ -133,6 +134,11 @@ type rxBatch struct {
 // coalesces; feedback (peers' NAKs) is read at once so damping is not
 // delayed.
 func readLoop(ctx context.Context, conn PacketConn, out chan<- *rxBatch, free chan *rxBatch, coalesce time.Duration) {
+	readLoopTagged(ctx, conn, 0, out, free, coalesce)
+}
+
+// readLoopTagged is readLoop marking each batch with tag.
+func readLoopTagged(ctx context.Context, conn PacketConn, tag uint8, out chan<- *rxBatch, free chan *rxBatch, coalesce time.Duration) {
 	for {
 		var b *rxBatch
 		select {
@@ -144,6 +150,7 @@ func readLoop(ctx context.Context, conn PacketConn, out chan<- *rxBatch, free ch
 			b.ds[i].Buf = b.ds[i].Buf[:cap(b.ds[i].Buf)]
 		}
 		b.n, b.err = conn.ReadBatch(b.ds)
+		b.tag = tag
 		n, err := b.n, b.err
 		select {
 		case out <- b:
@@ -194,6 +201,9 @@ type loop struct {
 	outgoing func(now time.Time) error // collect and write; called after every event
 	finished func(now time.Time) bool
 	progress func()
+	// tagged, if set, gets every packet instead of eng.HandlePacket, with
+	// the tag of the input it came from (Driver, engineloop.go).
+	tagged func(now time.Time, tag uint8, from netip.AddrPort, p *wire.Packet)
 }
 
 func (l *loop) run(ctx context.Context) error {
@@ -271,6 +281,10 @@ func (l *loop) handle(b *rxBatch) error {
 		}
 		if l.pkt.Flags&wire.FlagAuth != 0 {
 			l.drop("unexpected_auth") // keyed sessions are not supported yet
+			continue
+		}
+		if l.tagged != nil {
+			l.tagged(now, b.tag, d.Addr, &l.pkt)
 			continue
 		}
 		l.eng.HandlePacket(now, d.Addr, &l.pkt)
