@@ -199,6 +199,9 @@ type ReceiverConfig struct {
 	Source uint32
 	// Rand draws NAK slots. If nil, seeded from crypto/rand.
 	Rand *mrand.Rand
+	// Events, if set, is called with each lifecycle step of the session
+	// (events.go), on the engine's goroutine: it must not block.
+	Events func(Event)
 	// Logger gets diagnostics. If nil, nothing is logged.
 	Logger *slog.Logger
 }

@@ -337,6 +337,7 @@ func (r *Receiver) fail(err error) {
 	if r.err == nil && !r.done {
 		r.err = err
 		r.cfg.Logger.Error("session failed", "session", r.session, "err", err)
+		r.failEvent(err)
 		r.queueStatus(wire.StateFailed)
 	}
 }
@@ -464,6 +465,7 @@ func (r *Receiver) start(now time.Time, p *wire.Packet) {
 	r.manifestBuf = make([]byte, a.ManifestSize)
 	r.setGRTT(a.GRTTMicros)
 	r.cfg.Logger.Info("session announced", "session", r.session, "objects", a.Objects, "mode", a.Mode, "symbol_size", a.SymbolSize, "k", a.K)
+	r.emit(Event{Type: EventSessionAnnounced})
 }
 
 func (r *Receiver) initObj(i int, size uint64) {
@@ -608,6 +610,7 @@ func (r *Receiver) complete(now time.Time, b *rblock) {
 		copy(r.manifestBuf[off:], data)
 	} else {
 		if err := r.store.WriteAt(b.key.obj, data, int64(off)); err != nil {
+			r.fileFailed(b.key.obj, err)
 			r.fail(err)
 			return
 		}
@@ -662,16 +665,20 @@ func (r *Receiver) commit(obj uint32) {
 	o.hash.Sum(sum[:0])
 	o.hash = nil
 	if sum != e.SHA256 {
-		r.fail(fmt.Errorf("%w: %s: SHA-256 %x, manifest says %x (was the file changed while it was sent?)", ErrIntegrity, e.Path, sum[:8], e.SHA256[:8]))
+		err := fmt.Errorf("%w: %s: SHA-256 %x, manifest says %x (was the file changed while it was sent?)", ErrIntegrity, e.Path, sum[:8], e.SHA256[:8])
+		r.fileFailed(obj, err)
+		r.fail(err)
 		return
 	}
 	if err := r.store.Commit(obj); err != nil {
+		r.fileFailed(obj, err)
 		r.fail(err)
 		return
 	}
 	o.committed = true
 	r.committed++
 	r.cfg.Logger.Info("file verified", "session", r.session, "object", obj, "path", e.Path, "bytes", e.Size)
+	r.emit(Event{Type: EventFileVerified, Path: e.Path, Bytes: e.Size})
 	r.checkDone()
 }
 
@@ -685,6 +692,7 @@ func (r *Receiver) checkDone() {
 	}
 	r.done = true
 	r.cfg.Logger.Info("session complete", "session", r.session, "files", r.stats.Files, "bytes", r.stats.Bytes)
+	r.emit(Event{Type: EventSessionComplete, Files: r.stats.Files, Bytes: r.stats.Bytes})
 	r.queueStatus(wire.StateComplete)
 	if len(r.status) > 0 {
 		r.statusRepeats = completionRepeats
@@ -740,6 +748,7 @@ func (r *Receiver) manifestDone(now time.Time) {
 	}
 	r.stats.Files, r.stats.Bytes = files, total
 	r.cfg.Logger.Info("manifest known", "session", r.session, "files", r.stats.Files, "bytes", r.stats.Bytes)
+	r.emit(Event{Type: EventManifestKnown, Files: r.stats.Files, Bytes: r.stats.Bytes})
 	early := r.early
 	r.early, r.earlySize = nil, 0
 	for i := range early {
