@@ -32,6 +32,14 @@ type NetConfig struct {
 	ReadBuffer int
 	// Logger gets socket warnings. If nil, nothing is logged.
 	Logger *slog.Logger
+	// Key, if set, seals every packet sent and accepts only packets
+	// sealed with the same key (keys.go, seal.go). If nil, packets travel
+	// in clear and keyed ones are dropped.
+	Key *Key
+	// ClockSkew is the freshness window of keyed packets: a packet sent
+	// more than this far from the local clock is dropped. If zero,
+	// DefaultClockSkew.
+	ClockSkew time.Duration
 }
 
 // Network defaults.
@@ -198,6 +206,8 @@ type loop struct {
 	free     chan *rxBatch
 	pkt      wire.Packet
 	drop     func(reason string)
+	keys     *opener                   // nil: no key (seal.go)
+	guard    *nakGuard                 // nil: feedback is not rate-limited (nakguard.go)
 	outgoing func(now time.Time) error // collect and write; called after every event
 	finished func(now time.Time) bool
 	progress func()
@@ -270,7 +280,12 @@ func (l *loop) handle(b *rxBatch) error {
 			l.drop("truncated")
 			continue
 		}
-		if err := wire.Decode(d.Buf, &l.pkt); err != nil {
+		buf, reason := l.keys.open(d.Buf, d.Addr, now)
+		if reason != "" {
+			l.drop(reason)
+			continue
+		}
+		if err := wire.Decode(buf, &l.pkt); err != nil {
 			var de *wire.DecodeError
 			if errors.As(err, &de) {
 				l.drop("decode_" + de.Reason.String())
@@ -279,8 +294,8 @@ func (l *loop) handle(b *rxBatch) error {
 			}
 			continue
 		}
-		if l.pkt.Flags&wire.FlagAuth != 0 {
-			l.drop("unexpected_auth") // keyed sessions are not supported yet
+		if !l.guard.allow(now, d.Addr, &l.pkt) {
+			l.drop(dropNAKRate)
 			continue
 		}
 		if l.tagged != nil {

@@ -83,6 +83,11 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 		return rep, err
 	}
 	defer ctlConn.Close()
+	seal, keys, err := opts.Net.keying(now, logger)
+	if err != nil {
+		return rep, err
+	}
+	ctlOut := seal(ctlConn)
 	logger.Info("waiting for a session", "group", rn.data, "interface", rn.ifi.Name, "dir", opts.Dir)
 
 	rctx, cancel := context.WithCancel(ctx)
@@ -100,6 +105,7 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 		rx:   rx,
 		free: free,
 		drop: r.Drop,
+		keys: keys,
 		outgoing: func(now time.Time) error {
 			if start.IsZero() {
 				if _, ok := r.Session(); ok {
@@ -114,7 +120,7 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 			}
 			out = r.AppendOutgoing(now, out[:0])
 			if len(out) > 0 {
-				if _, err := ctlConn.WriteBatch(out); err != nil {
+				if _, err := ctlOut.WriteBatch(out); err != nil {
 					logger.Warn("send feedback", "err", err)
 				}
 			}

@@ -97,11 +97,12 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 		return rep, err
 	}
 	symSize := opts.SymbolSize
+	fit, largest := opts.Net.symbolSizeFor(MTU(rn.ifi)) // keyed packets are larger
 	switch {
 	case symSize == 0:
-		symSize = SymbolSizeFor(MTU(rn.ifi))
-	case symSize < 1 || symSize > MaxSymbolSizeOnWire:
-		return rep, fmt.Errorf("symbol size %d out of range [1, %d]", symSize, MaxSymbolSizeOnWire)
+		symSize = fit
+	case symSize < 1 || symSize > largest:
+		return rep, fmt.Errorf("symbol size %d out of range [1, %d]", symSize, largest)
 	}
 	k := opts.K
 	if k == 0 {
@@ -123,10 +124,15 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	src := NewFileSource(files)
 	defer src.Close()
 
+	seal, keys, err := opts.Net.keying(now, logger)
+	if err != nil {
+		return rep, err
+	}
 	conn, err := rn.open(rn.control)
 	if err != nil {
 		return rep, err
 	}
+	wconn := seal(conn)
 	cfg := opts.Sender
 	cfg.DataGroup = rn.data
 	cfg.Logger = logger
@@ -150,14 +156,16 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 
 	out := make([]Datagram, 0, DefaultBatch)
 	l := &loop{
-		now:  now,
-		eng:  s,
-		rx:   rx,
-		free: free,
-		drop: func(reason string) { drops[reason]++ },
+		now:   now,
+		eng:   s,
+		rx:    rx,
+		free:  free,
+		drop:  func(reason string) { drops[reason]++ },
+		keys:  keys,
+		guard: newNAKGuard(DefaultNAKRate, DefaultNAKBurst),
 		outgoing: func(t time.Time) error {
 			var err error
-			out, err = writeOutgoing(s, conn, out, t, now)
+			out, err = writeOutgoing(s, wconn, out, t, now)
 			if err != nil {
 				return fmt.Errorf("send on %s: %w", rn.ifi.Name, err)
 			}
