@@ -70,7 +70,8 @@ func freeBytes(dir string) (uint64, error) {
 }
 
 // Prepare checks free space and the shape of the tree, and creates the
-// directories.
+// directories. Every check comes before the first directory is created,
+// so a refused session leaves --dir as it was.
 func (s *FileStore) Prepare(session wire.SessionID, m *wire.Manifest) error {
 	s.session = session
 	s.m = m
@@ -81,6 +82,12 @@ func (s *FileStore) Prepare(session wire.SessionID, m *wire.Manifest) error {
 	}
 	if avail, err := s.avail(s.dir); err == nil && need > avail {
 		return fmt.Errorf("%s has %d bytes free, the session needs %d: free space or choose another --dir", s.dir, avail, need)
+	}
+	checked := make(map[string]bool)
+	for i := range m.Entries {
+		if err := s.checkPath(&m.Entries[i], checked); err != nil {
+			return err
+		}
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
@@ -93,13 +100,59 @@ func (s *FileStore) Prepare(session wire.SessionID, m *wire.Manifest) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// checkPath checks what already exists in the destination along e's
+// path: every parent must be a directory, the entry itself a directory
+// or a regular file as its kind says (or absent), and none of them a
+// symbolic link. mcp never writes through a link, even one that stays
+// inside the destination: two names for one directory would let one
+// manifest entry overwrite another. (os.Root would refuse a link that
+// leads outside anyway; this check makes the refusal come before
+// anything is written, with a message that says what to do.) checked
+// holds the parents already found to be directories.
+func (s *FileStore) checkPath(e *wire.Entry, checked map[string]bool) error {
+	var parents []string
+	for dir := path.Dir(e.Path); dir != "."; dir = path.Dir(dir) {
+		parents = append(parents, dir)
+	}
+	for i := len(parents) - 1; i >= 0; i-- {
+		dir := parents[i]
+		if checked[dir] {
+			continue
+		}
+		fi, err := s.root.Lstat(dir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil // nothing below it exists either
+		case err != nil:
+			return fmt.Errorf("%s: check %s: %w", s.dir, dir, err)
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return fmt.Errorf("%s: %s is a symbolic link, and mcp never writes through links; remove it or choose another --dir", s.dir, dir)
+		case !fi.IsDir():
+			return fmt.Errorf("%s: %s exists and is not a directory; remove it or choose another --dir", s.dir, dir)
+		}
+		checked[dir] = true
+	}
+	fi, err := s.root.Lstat(e.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s: check %s: %w", s.dir, e.Path, err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("%s: %s is a symbolic link, and mcp never writes through links; remove it or choose another --dir", s.dir, e.Path)
+	case e.Kind == wire.KindDir && !fi.IsDir():
+		return fmt.Errorf("%s: %s exists and is not a directory; remove it or choose another --dir", s.dir, e.Path)
+	case e.Kind == wire.KindFile && !fi.Mode().IsRegular():
 		// Top-level files too: a directory in the way was found only at
 		// the rename, after the whole file was received (TestExitRefused).
-		if e.Kind == wire.KindFile {
-			if fi, err := s.root.Lstat(e.Path); err == nil && !fi.Mode().IsRegular() {
-				return fmt.Errorf("%s: %s exists and is not a regular file; remove it or choose another --dir", s.dir, e.Path)
-			}
-		}
+		return fmt.Errorf("%s: %s exists and is not a regular file; remove it or choose another --dir", s.dir, e.Path)
+	}
+	if e.Kind == wire.KindDir {
+		checked[e.Path] = true
 	}
 	return nil
 }
