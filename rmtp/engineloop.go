@@ -144,3 +144,30 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 	return l.run(ctx)
 }
+
+// interfacePrefix returns the subnet of addr on ifi, or an invalid prefix.
+func interfacePrefix(ifi *net.Interface, addr netip.Addr) netip.Prefix {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Prefix{}
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if !ok || ip.Unmap() != addr {
+			continue
+		}
+		ones, _ := ipn.Mask.Size()
+		if ones == 0 && len(ipn.Mask) == 0 {
+			continue
+		}
+		if ipn.IP.To4() != nil && len(ipn.Mask) == 16 {
+			ones -= 96
+		}
+		return netip.PrefixFrom(addr, ones).Masked()
+	}
+	return netip.Prefix{}
+}

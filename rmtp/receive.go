@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 )
 
@@ -15,6 +16,13 @@ type ReceiveOptions struct {
 	Dir string
 	// Receiver tunes the engine; its ControlGroup is filled in.
 	Receiver ReceiverConfig
+	// Repair is the region group of a repair server (mcp repair --serve):
+	// the receiver NAKs and reports to its feedback address (port+1) and
+	// hears repairs on it. Zero: NAK to the sender's group.
+	Repair netip.AddrPort
+	// AutoRepair picks a repair server from the ADVERTs heard on the data
+	// group's feedback address (Receiver.RepairServer has the rule).
+	AutoRepair bool
 	// Progress, if set, is called about every 100 ms with file bytes
 	// complete and the total (0 until the manifest is known).
 	Progress func(done, total uint64)
@@ -68,6 +76,15 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 	}
 	cfg := opts.Receiver
 	cfg.ControlGroup = rn.control
+	if opts.Repair.IsValid() {
+		if !opts.Repair.Addr().Is4() || !opts.Repair.Addr().IsMulticast() || opts.Repair.Port() == 0 || opts.Repair.Port() == 65535 {
+			return rep, fmt.Errorf("repair server group %v is not an IPv4 multicast group:port with port below 65535 (pass mcp repair's --serve address)", opts.Repair)
+		}
+		cfg.ControlGroup = FeedbackOf(opts.Repair)
+	} else if opts.AutoRepair {
+		cfg.AutoRepair = true
+		cfg.LocalPrefix = interfacePrefix(rn.ifi, rn.ifaddr)
+	}
 	cfg.Logger = logger
 	r, err := NewReceiver(cfg, store)
 	if err != nil {
@@ -96,6 +113,30 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 	free := newRxPool(8)
 	go readLoop(rctx, dataConn, rx, free, dataCoalesce)
 	go readLoop(rctx, ctlConn, rx, free, 0)
+	// joinRepair opens the repair server's region: repairs on the group,
+	// peers' NAKs (damping) on its feedback address.
+	joinRepair := func(g netip.AddrPort) error {
+		repConn, err := rn.open(g)
+		if err != nil {
+			return err
+		}
+		regConn, err := rn.open(FeedbackOf(g))
+		if err != nil {
+			repConn.Close()
+			return err
+		}
+		context.AfterFunc(rctx, func() { repConn.Close(); regConn.Close() })
+		go readLoop(rctx, repConn, rx, free, dataCoalesce)
+		go readLoop(rctx, regConn, rx, free, 0)
+		logger.Info("using repair server", "region", g)
+		return nil
+	}
+	if opts.Repair.IsValid() {
+		if err := joinRepair(opts.Repair); err != nil {
+			return rep, err
+		}
+	}
+	autoJoined := false
 
 	var start, lastLoad time.Time
 	out := make([]Datagram, 0, 16)
@@ -110,6 +151,12 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 			if start.IsZero() {
 				if _, ok := r.Session(); ok {
 					start = now
+				}
+			}
+			if g, ok := r.RepairServer(); ok && !autoJoined {
+				autoJoined = true
+				if err := joinRepair(g); err != nil {
+					return err
 				}
 			}
 			if now.Sub(lastLoad) >= loadSampleInterval {

@@ -19,6 +19,13 @@ type Endpoint interface {
 	Outgoing(now time.Time) []rmtp.Datagram
 }
 
+// GroupEndpoint is an Endpoint that needs to know which group a packet
+// was sent to (a repair server reads several); the simulation then calls
+// HandleGroupPacket instead of HandlePacket.
+type GroupEndpoint interface {
+	HandleGroupPacket(now time.Time, group, from netip.AddrPort, p *wire.Packet)
+}
+
 // SenderEndpoint adapts an rmtp.Sender.
 type SenderEndpoint struct{ *rmtp.Sender }
 
@@ -56,6 +63,7 @@ type delivery struct {
 	to   *Node
 	from *Node
 	buf  []byte
+	dst  netip.AddrPort
 }
 
 type deliveries []delivery
@@ -135,7 +143,7 @@ func (s *Sim) send(from *Node, ds []rmtp.Datagram) {
 				delay = s.Delay(from, to)
 			}
 			s.seq++
-			heap.Push(&s.events, delivery{at: s.Now.Add(delay), seq: s.seq, to: to, from: from, buf: d.Buf})
+			heap.Push(&s.events, delivery{at: s.Now.Add(delay), seq: s.seq, to: to, from: from, buf: d.Buf, dst: d.Addr})
 		}
 	}
 }
@@ -166,7 +174,11 @@ func (s *Sim) Step() bool {
 		}
 		d.to.Got++
 		s.Delivered++
-		d.to.EP.HandlePacket(s.Now, d.from.Addr, &s.pkt)
+		if g, ok := d.to.EP.(GroupEndpoint); ok {
+			g.HandleGroupPacket(s.Now, d.dst, d.from.Addr, &s.pkt)
+		} else {
+			d.to.EP.HandlePacket(s.Now, d.from.Addr, &s.pkt)
+		}
 		touched[d.to] = true
 	}
 	for _, n := range s.nodes {
