@@ -138,11 +138,7 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 		return demo(cmd.Context(), c, &rep, logger, bars)
 	}()
 	if f.out.json {
-		res := newResult(err, 1, rep.SizeBytes, rep.Sender.Duration, rep.Sender.GoodputBitsPerSec, rep)
-		if jerr := writeJSON(stdout, res); jerr != nil && err == nil {
-			err = jerr
-		}
-		return err
+		return writeResult(stdout, err, 1, rep.SizeBytes, rep.Sender.Duration, rep.Sender.GoodputBitsPerSec, rep)
 	}
 	if !f.out.quiet && rep.Receivers != nil {
 		printDemoSummary(stdout, &rep)

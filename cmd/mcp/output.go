@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -15,10 +14,13 @@ import (
 	"golang.org/x/term"
 )
 
-// result is the one JSON document --json writes to stdout, on success and
-// on failure. Report is the library's report, possibly partial; the
-// top-level figures repeat its main numbers in convenient units.
+// result is the last JSON line --json writes to stdout (the "summary"
+// event, events.go), on success and on failure. Report is the library's
+// report, possibly partial; the top-level figures repeat its main numbers
+// in convenient units.
 type result struct {
+	Time        string  `json:"time"`
+	Event       string  `json:"event"` // always "summary"
 	OK          bool    `json:"ok"`
 	Error       string  `json:"error,omitempty"`
 	Files       int     `json:"files"`
@@ -30,6 +32,7 @@ type result struct {
 
 func newResult(err error, files int, bytes uint64, d time.Duration, goodputBps float64, report any) result {
 	r := result{
+		Event:       eventSummary,
 		OK:          err == nil,
 		Files:       files,
 		Bytes:       bytes,
@@ -41,16 +44,6 @@ func newResult(err error, files int, bytes uint64, d time.Duration, goodputBps f
 		r.Error = err.Error()
 	}
 	return r
-}
-
-// writeJSON writes v as one indented JSON document.
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return fmt.Errorf("write JSON report: %w", err)
-	}
-	return nil
 }
 
 // humanBytes formats a byte count for people: "64.0 MiB".
@@ -260,12 +253,10 @@ func (c *lineCapture) last() string {
 	return c.line
 }
 
-// writeResult writes the one --json document for a command's outcome and
-// returns the command's error, or the write error if that is all that
-// went wrong.
+// writeResult writes the --json summary line for a command's outcome to
+// w and returns the command's error, or the write error if that is all
+// that went wrong. Commands that also write events use their
+// eventWriter's summary instead, so lines are never interleaved.
 func writeResult(w io.Writer, err error, files int, bytes uint64, d time.Duration, goodputBps float64, report any) error {
-	if jerr := writeJSON(w, newResult(err, files, bytes, d, goodputBps, report)); jerr != nil && err == nil {
-		return jerr
-	}
-	return err
+	return newEventWriter(w).summary(err, files, bytes, d, goodputBps, report)
 }

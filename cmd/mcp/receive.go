@@ -21,6 +21,7 @@ type receiveFlags struct {
 	maxManifest   string
 	maxFiles      int
 	maxBytes      string
+	daemon        daemonFlags // daemon.go
 }
 
 func newReceiveCmd() *cobra.Command {
@@ -32,8 +33,14 @@ func newReceiveCmd() *cobra.Command {
 writes its files under --dir. Each file is checked against its SHA-256
 before it appears under its name; on failure no partial file is left.
 
+With --daemon it receives session after session, up to --max-sessions at
+once, until SIGINT or SIGTERM (then it aborts the sessions in flight,
+removing their partial files, and exits 0), never the same session twice,
+and runs --exec after each verified session (or file, --exec-per-file).
+
 Start receivers before the sender.`,
 		Example: `  mcp receive --interface eth0 --dir /srv/incoming
+  mcp receive --interface eth0 --dir /srv/incoming --daemon --exec ./ingest.sh --metrics 127.0.0.1:9477
   mcp receive --interface eth0 --group 239.1.2.3:9000 --dir . --timeout 10m --json`,
 		Args: noArgs("receive takes no arguments; pass the destination with --dir"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,6 +60,7 @@ Start receivers before the sender.`,
 		"refuse (exit 5) a session with more files, empty ones included")
 	fs.StringVar(&f.maxBytes, "max-bytes", "0",
 		"refuse (exit 5) a session with more bytes of files; 0: no limit but free space")
+	f.daemon.add(cmd)
 	f.out.add(cmd)
 	return cmd
 }
@@ -105,13 +113,24 @@ func (f *receiveFlags) options() (rmtp.ReceiveOptions, error) {
 }
 
 func runReceive(cmd *cobra.Command, f *receiveFlags) error {
+	if f.daemon.on {
+		return runDaemon(cmd, f)
+	}
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	var ev *eventWriter
+	if f.out.json {
+		ev = newEventWriter(stdout)
+	}
 	var rep rmtp.ReceiveReport
 	err := func() error {
+		if err := f.daemon.check(cmd); err != nil {
+			return err
+		}
 		opts, err := f.options()
 		if err != nil {
 			return err
 		}
+		opts.Receiver.Events = ev.callback()
 		if opts.Logger, err = f.out.logger(cmd, stderr); err != nil {
 			return err
 		}
@@ -129,7 +148,7 @@ func runReceive(cmd *cobra.Command, f *receiveFlags) error {
 		return err
 	}()
 	if f.out.json {
-		return writeResult(stdout, err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)
+		return ev.summary(err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)
 	}
 	if err == nil && !f.out.quiet {
 		printReceiveSummary(stdout, &rep, f.dir)

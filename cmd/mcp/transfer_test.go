@@ -18,8 +18,11 @@ import (
 // Every test here runs on the loopback interface only, with TTL 0, in
 // 239.0.0.0/8, and is bounded in time.
 
-// decodeResult parses the one JSON document --json writes.
+// decodeResult parses the JSON lines --json writes (events_test.go
+// checks the events) and returns the last, the summary.
 func decodeResult(t *testing.T, stdout string) (res struct {
+	Time        string          `json:"time"`
+	Event       string          `json:"event"`
 	OK          bool            `json:"ok"`
 	Error       string          `json:"error"`
 	Files       int             `json:"files"`
@@ -29,13 +32,14 @@ func decodeResult(t *testing.T, stdout string) (res struct {
 	Report      json.RawMessage `json:"report"`
 }) {
 	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(stdout))
+	_, last := decodeLines(t, stdout)
+	dec := json.NewDecoder(strings.NewReader(last))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&res); err != nil {
-		t.Fatalf("stdout is not one JSON result: %v\n%s", err, stdout)
+		t.Fatalf("last line is not a JSON summary: %v\n%s", err, stdout)
 	}
-	if dec.More() {
-		t.Fatalf("stdout holds more than one JSON document:\n%s", stdout)
+	if res.Event != "summary" {
+		t.Fatalf("last line is event %q, want summary:\n%s", res.Event, stdout)
 	}
 	return res
 }

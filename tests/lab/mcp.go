@@ -274,16 +274,21 @@ func start[R any](ctx context.Context, h *Host, bin string, args []string, p *Pr
 	}, cmd.Process.Pid, nil
 }
 
-// decodeOne decodes exactly one JSON document from b.
+// decodeOne decodes the summary of mcp's --json output from b: JSON lines
+// (events), the last of which is {"event": "summary", ...}.
 func decodeOne(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(v); err != nil {
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	last := lines[len(lines)-1]
+	var head struct {
+		Event string `json:"event"`
+	}
+	if err := json.Unmarshal(last, &head); err != nil {
 		return err
 	}
-	if dec.More() {
-		return errors.New("more than one JSON document")
+	if head.Event != "summary" {
+		return fmt.Errorf("last JSON line is event %q, not the summary", head.Event)
 	}
-	return nil
+	return json.Unmarshal(last, v)
 }
 
 // tailBuffer keeps the last max bytes written to it.
