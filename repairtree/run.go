@@ -47,7 +47,7 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 	if opts.Net.Logger == nil {
 		opts.Net.Logger = logger
 	}
-	nw, err := rmtp.ResolveNetwork(opts.Net)
+	nw, err := rmtp.ResolveNetwork(opts.Net, now)
 	if err != nil {
 		return Stats{}, err
 	}
@@ -118,7 +118,13 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 	out := make([]rmtp.Datagram, 0, rmtp.DefaultBatch)
 	var viaRelay []rmtp.Datagram
 	var lastStats time.Time
+	var relayOut rmtp.PacketConn
+	if relay != nil {
+		relayOut = nw.Sealed(relay)
+	}
+	regionOut := nw.Sealed(regionCtl)
 	d := &rmtp.Driver{
+		Net:      nw,
 		Now:      now,
 		Inputs:   inputs,
 		Handle:   srv.HandlePacket,
@@ -144,12 +150,12 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 					}
 				}
 				if len(viaRelay) > 0 {
-					if _, err := relay.WriteBatch(viaRelay); err != nil {
+					if _, err := relayOut.WriteBatch(viaRelay); err != nil {
 						logger.Warn("send to relay parent", "peer", cfg.Upstream, "err", err)
 					}
 				}
 				if n > 0 {
-					if _, err := regionCtl.WriteBatch(out[:n]); err != nil {
+					if _, err := regionOut.WriteBatch(out[:n]); err != nil {
 						logger.Warn("send", "err", err)
 					}
 				}

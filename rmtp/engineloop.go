@@ -20,18 +20,35 @@ func FeedbackOf(g netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(g.Addr(), g.Port()+1)
 }
 
-// Network is a resolved NetConfig: the interface, TTL and buffers that
-// every socket of a process uses.
-type Network struct{ rn resolvedNet }
+// Network is a resolved NetConfig: the interface, TTL, buffers and key
+// that every socket of a process uses.
+type Network struct {
+	rn   resolvedNet
+	wrap func(PacketConn) PacketConn
+	op   *opener
+}
 
-// ResolveNetwork checks n and finds its interface.
-func ResolveNetwork(n NetConfig) (*Network, error) {
+// ResolveNetwork checks n and finds its interface. now stamps sealed
+// packets (nil: time.Now).
+func ResolveNetwork(n NetConfig, now func() time.Time) (*Network, error) {
 	rn, err := n.resolve()
 	if err != nil {
 		return nil, err
 	}
-	return &Network{rn: rn}, nil
+	if now == nil {
+		now = time.Now
+	}
+	wrap, op, err := n.keying(now, rn.logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Network{rn: rn, wrap: wrap, op: op}, nil
 }
+
+// Sealed returns c wrapped to seal what it writes with the network's key
+// (c itself without a key). Reading stays with c: a Driver on this
+// network opens and checks what it reads.
+func (n *Network) Sealed(c PacketConn) PacketConn { return n.wrap(c) }
 
 // Interface returns the multicast interface.
 func (n *Network) Interface() *net.Interface { return n.rn.ifi }
@@ -54,18 +71,22 @@ func (n *Network) OpenGroup(g netip.AddrPort) (*UDPConn, error) {
 // between a repair server and its parent); its multicast options are set
 // as for every other socket, so it may also send to groups.
 func (n *Network) OpenUnicast(bind netip.AddrPort) (*UDPConn, error) {
+	return n.rn.openUnicast(bind)
+}
+
+func (rn resolvedNet) openUnicast(bind netip.AddrPort) (*UDPConn, error) {
 	if bind.Addr().IsMulticast() {
 		return nil, fmt.Errorf("%v is a multicast address; a relay link needs a unicast one", bind)
 	}
 	return OpenUDP(SocketConfig{
-		Interface:   n.rn.ifi,
-		IfAddr:      n.rn.ifaddr,
+		Interface:   rn.ifi,
+		IfAddr:      rn.ifaddr,
 		Bind:        bind,
-		TTL:         n.rn.ttl,
+		TTL:         rn.ttl,
 		Loopback:    true,
-		ReadBuffer:  n.rn.rbuf,
+		ReadBuffer:  rn.rbuf,
 		WriteBuffer: 8 << 20,
-		Logger:      n.rn.logger,
+		Logger:      rn.logger,
 	})
 }
 
@@ -87,6 +108,9 @@ const DataCoalesce = dataCoalesce
 // reader goroutine per Input hands it batches; every packet is decoded
 // (and counted when it is not) before Handle sees it.
 type Driver struct {
+	// Net, if set, opens and checks keyed packets with its key, and
+	// rate-limits NAKs per source address as Send does.
+	Net *Network
 	// Now is the clock. If nil, time.Now.
 	Now    func() time.Time
 	Inputs []Input
@@ -141,6 +165,10 @@ func (d *Driver) Run(ctx context.Context) error {
 		outgoing: d.Outgoing,
 		finished: finished,
 		tagged:   d.Handle,
+	}
+	if d.Net != nil {
+		l.keys = d.Net.op
+		l.guard = newNAKGuard(DefaultNAKRate, DefaultNAKBurst)
 	}
 	return l.run(ctx)
 }

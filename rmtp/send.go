@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/mcp-dev/mcp/rmtp/wire"
@@ -22,6 +23,10 @@ type SendOptions struct {
 	K int
 	// Sender tunes the engine; its DataGroup is filled in by Send.
 	Sender SenderConfig
+	// RelayListen, if set, is a unicast address where relay repair
+	// servers subscribe (relay.go): every packet sent to the group is
+	// copied to each of them.
+	RelayListen netip.AddrPort
 	// Progress, if set, is called about every 100 ms with first-pass
 	// bytes sent and the total.
 	Progress func(sent, total uint64)
@@ -61,13 +66,14 @@ const maxWriteBatches = 4
 // feedback, which the estimator took for a 1.2 s GRTT, which stretched
 // every receiver's NAK timers to tens of seconds). It returns out for
 // reuse and the socket's error.
-func writeOutgoing(s *Sender, conn PacketConn, out []Datagram, now time.Time, clock func() time.Time) ([]Datagram, error) {
+func writeOutgoing(s *Sender, conn PacketConn, out []Datagram, now time.Time, clock func() time.Time, relay *relayFeed) ([]Datagram, error) {
 	for range maxWriteBatches {
 		out = s.AppendOutgoing(now, out[:0])
 		if len(out) == 0 {
 			return out, nil
 		}
 		_, err := conn.WriteBatch(out)
+		relay.forward(now, out)
 		s.Recycle(out)
 		if err != nil || len(out) < cap(out) {
 			return out, err
@@ -150,9 +156,20 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rx := make(chan *rxBatch)
-	free := newRxPool(2)
+	free := newRxPool(4)
 	go readLoop(rctx, conn, rx, free, 0)
 	defer conn.Close()
+	var relay *relayFeed
+	if opts.RelayListen.IsValid() {
+		rc, err := rn.openUnicast(opts.RelayListen)
+		if err != nil {
+			return rep, fmt.Errorf("--relay-listen: %w", err)
+		}
+		defer rc.Close()
+		relay = newRelayFeed(seal(rc), rn.data, logger)
+		go readLoopTagged(rctx, rc, relayTag, rx, free, 0)
+		logger.Info("accepting relay subscribers", "addr", rc.LocalAddr())
+	}
 
 	out := make([]Datagram, 0, DefaultBatch)
 	l := &loop{
@@ -165,13 +182,21 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 		guard: newNAKGuard(DefaultNAKRate, DefaultNAKBurst),
 		outgoing: func(t time.Time) error {
 			var err error
-			out, err = writeOutgoing(s, wconn, out, t, now)
+			out, err = writeOutgoing(s, wconn, out, t, now, relay)
 			if err != nil {
 				return fmt.Errorf("send on %s: %w", rn.ifi.Name, err)
 			}
 			return s.Err()
 		},
 		finished: func(now time.Time) bool { return s.Done(now) },
+	}
+	if relay != nil {
+		l.tagged = func(now time.Time, tag uint8, from netip.AddrPort, p *wire.Packet) {
+			if tag == relayTag {
+				relay.note(now, from, p)
+			}
+			s.HandlePacket(now, from, p)
+		}
 	}
 	if opts.Progress != nil {
 		l.progress = func() { opts.Progress(s.Progress()) }

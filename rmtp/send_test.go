@@ -44,7 +44,7 @@ func TestWriteOutgoingBounded(t *testing.T) {
 	out := make([]Datagram, 0, DefaultBatch)
 	clock := func() time.Time { now = now.Add(time.Millisecond); return now }
 	for i := range 3 {
-		out, err = writeOutgoing(s, conn, out, clock(), clock)
+		out, err = writeOutgoing(s, conn, out, clock(), clock, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
