@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -17,9 +18,11 @@ import (
 // netFlags are the flags every network command takes: where the session
 // runs.
 type netFlags struct {
-	iface string
-	group string
-	ttl   int
+	iface     string
+	group     string
+	ttl       int
+	key       string
+	clockSkew time.Duration
 }
 
 func (f *netFlags) add(cmd *cobra.Command) {
@@ -30,6 +33,10 @@ func (f *netFlags) add(cmd *cobra.Command) {
 		"multicast group IP:PORT for data; NAKs and reports use PORT+1")
 	fs.IntVar(&f.ttl, "ttl", rmtp.DefaultTTL,
 		"multicast TTL: how many routers packets cross; 0 keeps them on this host")
+	fs.StringVar(&f.key, "key", "",
+		"pre-shared key file (make one with mcp keygen): seal every packet and accept only packets sealed with it; every host of the group needs the same key")
+	fs.DurationVar(&f.clockSkew, "clock-skew", rmtp.DefaultClockSkew,
+		"with --key: drop packets sent more than this far from this host's clock (replay protection; hosts' clocks must agree this well)")
 }
 
 // config validates the flags and returns the library's view of them.
@@ -47,6 +54,17 @@ func (f *netFlags) config() (rmtp.NetConfig, error) {
 	}
 	if f.ttl < 0 || f.ttl > 255 {
 		return n, usageErrorf("--ttl %d out of range [0, 255]", f.ttl)
+	}
+	if f.clockSkew < 0 {
+		return n, usageErrorf("--clock-skew %v must not be negative (0: the default, %v)", f.clockSkew, rmtp.DefaultClockSkew)
+	}
+	if f.key != "" {
+		k, err := rmtp.LoadKey(f.key)
+		if err != nil {
+			return n, fmt.Errorf("--key: %w", err)
+		}
+		n.Key = k
+		n.ClockSkew = f.clockSkew
 	}
 	n.Interface = f.iface
 	n.Group = g

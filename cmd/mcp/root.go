@@ -89,5 +89,6 @@ Across hosts, start receivers first, then the sender:
 		return &usageError{err}
 	})
 	root.AddCommand(newSendCmd(), newReceiveCmd(), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newKeygenCmd())
 	return root
 }

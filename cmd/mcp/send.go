@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -15,16 +16,19 @@ import (
 )
 
 type sendFlags struct {
-	net        netFlags
-	out        outFlags
-	rate       string
-	k          int
-	proactive  int
-	symbolSize int
-	linger     time.Duration
-	mode       string
-	expect     int
-	timeout    time.Duration
+	net         netFlags
+	out         outFlags
+	rate        string
+	k           int
+	proactive   int
+	symbolSize  int
+	linger      time.Duration
+	mode        string
+	expect      int
+	timeout     time.Duration
+	repairShare float64
+
+	relayListen string // --relay-listen
 }
 
 func newSendCmd() *cobra.Command {
@@ -75,6 +79,10 @@ exits 3 and says how many confirmed.`,
 		"wait for this many receivers to report complete copies (confirmed mode); 0: do not wait")
 	fs.DurationVar(&f.timeout, "timeout", 0,
 		"give up after this long (exit 3 with --expect, else 1); 0: no limit")
+	fs.Float64Var(&f.repairShare, "repair-share", rmtp.DefaultRepairShare,
+		"largest share of --rate that repairs take while new data waits, in (0, 1]; after the first pass repairs may use the whole rate")
+	fs.StringVar(&f.relayListen, "relay-listen", "",
+		"accept relay repair servers (mcp repair --relay) at this unicast IP:PORT and copy the stream to each over UDP, for sites the group does not reach")
 	f.out.add(cmd)
 	return cmd
 }
@@ -105,6 +113,9 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 		// passed through.
 		return o, usageErrorf("--linger %v must be positive", f.linger)
 	}
+	if !(f.repairShare > 0 && f.repairShare <= 1) {
+		return o, usageErrorf("--repair-share %v out of range (0, 1]", f.repairShare)
+	}
 	mode, err := parseMode(f.mode)
 	if err != nil {
 		return o, err
@@ -132,6 +143,7 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 			Linger:         f.linger,
 			Mode:           mode,
 			Expect:         f.expect,
+			RepairShare:    f.repairShare,
 		},
 	}, nil
 }
@@ -156,6 +168,9 @@ func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 	err := func() error {
 		opts, err := f.options(paths)
 		if err != nil {
+			return err
+		}
+		if opts.RelayListen, err = parseRelayListen(f.relayListen); err != nil {
 			return err
 		}
 		if opts.Logger, err = f.out.logger(cmd, stderr); err != nil {
@@ -206,4 +221,16 @@ func printSendSummary(w io.Writer, r *rmtp.SendReport) {
 		fmt.Fprintf(w, "reports   %d receivers complete, %d failed (heard, not waited for)\n", st.Completed, st.Failed)
 	}
 	fmt.Fprintf(w, "dropped   %d bad packets\n", sumDrops(r.Drops))
+}
+
+// parseRelayListen parses --relay-listen: empty, or a unicast IP:PORT.
+func parseRelayListen(s string) (netip.AddrPort, error) {
+	if s == "" {
+		return netip.AddrPort{}, nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Addr().IsMulticast() || ap.Port() == 0 {
+		return netip.AddrPort{}, usageErrorf("bad --relay-listen %q: want a unicast IP:PORT of this host, e.g. 10.0.0.5:7900", s)
+	}
+	return ap, nil
 }
