@@ -179,7 +179,11 @@ func ReceiveDaemon(ctx context.Context, opts DaemonOptions) (DaemonReport, error
 		return rep, err
 	}
 	defer ctlConn.Close()
-	d.dataConn, d.ctlConn = dataConn, ctlConn
+	seal, keys, err := opts.Net.keying(d.now, d.logger)
+	if err != nil {
+		return rep, err
+	}
+	d.dataConn, d.ctlOut = dataConn, seal(ctlConn)
 	d.logger.Info("receive daemon waiting for sessions", "group", rn.data, "interface", rn.ifi.Name, "dir", opts.Dir, "max_sessions", d.max)
 
 	rctx, cancel := context.WithCancel(ctx)
@@ -196,6 +200,7 @@ func ReceiveDaemon(ctx context.Context, opts DaemonOptions) (DaemonReport, error
 		rx:       rx,
 		free:     free,
 		drop:     func(reason string) { d.stats.Totals.Drops[reason]++ },
+		keys:     keys,
 		outgoing: d.outgoing,
 		finished: func(time.Time) bool { return false },
 		progress: d.publish,
@@ -229,7 +234,8 @@ type daemon struct {
 	max    int
 	retry  time.Duration
 
-	dataConn, ctlConn *UDPConn
+	dataConn *UDPConn
+	ctlOut   PacketConn // the feedback socket, sealing with a key
 
 	sessions  map[wire.SessionID]*dsession
 	completed map[wire.SessionID]struct{}
@@ -400,7 +406,7 @@ func (d *daemon) outgoing(now time.Time) error {
 		d.out = s.r.AppendOutgoing(now, d.out)
 	}
 	if len(d.out) > 0 {
-		if _, err := d.ctlConn.WriteBatch(d.out); err != nil {
+		if _, err := d.ctlOut.WriteBatch(d.out); err != nil {
 			d.logger.Warn("send feedback", "err", err)
 		}
 	}

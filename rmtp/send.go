@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"time"
 
@@ -30,6 +31,14 @@ type SendOptions struct {
 	// Progress, if set, is called about every 100 ms with first-pass
 	// bytes sent and the total.
 	Progress func(sent, total uint64)
+	// Events, if set, gets EventSessionAnnounced (with Files and Bytes)
+	// once the session starts, on the caller's goroutine; how it ended is
+	// Send's result.
+	Events func(Event)
+	// Stats, if set, is called about every 100 ms and once at the end,
+	// on the driver's goroutine, with a snapshot of the sender's counters
+	// and of the packets dropped by reason (a fresh map each time).
+	Stats func(SenderStats, map[string]uint64)
 	// Now is the clock. If nil, time.Now.
 	Now func() time.Time
 	// Logger gets lifecycle and diagnostic logs. If nil, nothing is logged.
@@ -151,6 +160,9 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	rep.Session = s.Session().String()
 	logger.Info("sending", "session", rep.Session, "files", rep.Files, "bytes", rep.Bytes,
 		"group", rn.data, "interface", rn.ifi.Name, "symbol_size", symSize, "k", k)
+	if opts.Events != nil {
+		opts.Events(Event{Type: EventSessionAnnounced, Session: rep.Session, Files: rep.Files, Bytes: rep.Bytes})
+	}
 
 	drops := make(map[string]uint64)
 	rctx, cancel := context.WithCancel(ctx)
@@ -198,8 +210,15 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 			s.HandlePacket(now, from, p)
 		}
 	}
-	if opts.Progress != nil {
-		l.progress = func() { opts.Progress(s.Progress()) }
+	if opts.Progress != nil || opts.Stats != nil {
+		l.progress = func() {
+			if opts.Progress != nil {
+				opts.Progress(s.Progress())
+			}
+			if opts.Stats != nil {
+				opts.Stats(s.Stats(), maps.Clone(drops))
+			}
+		}
 	}
 	err = l.run(ctx)
 	if err == nil {
@@ -214,6 +233,9 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	}
 	if opts.Progress != nil {
 		opts.Progress(s.Progress())
+	}
+	if opts.Stats != nil {
+		opts.Stats(rep.Stats, maps.Clone(drops))
 	}
 	if want := cfg.Expect; want > 0 {
 		rep.Expected = want

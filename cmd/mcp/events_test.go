@@ -169,3 +169,65 @@ func TestReceiveJSONFailure(t *testing.T) {
 		t.Errorf("summary: ok %v, error %q; want a failure naming --max-bytes", res.OK, res.Error)
 	}
 }
+
+// TestSendJSONEventsMetrics: "mcp send --json --metrics" writes
+// session_announced and session_complete lines around its summary, and
+// serves its counters while it runs.
+func TestSendJSONEventsMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	src, data := writeTestFile(t, 200<<10)
+	group := loopbackGroup(t)
+	addr := freePort(t)
+	done := startReceive(t, "--interface", "lo", "--group", group, "--ttl", "0", "--dir", t.TempDir(), "--timeout", "30s")
+	sent := make(chan cmdResult, 1)
+	go func() {
+		var r cmdResult
+		r.stdout, r.stderr, r.code = execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
+			"--linger", "2s", "--json", "--metrics", addr, src)
+		sent <- r
+	}()
+	if r := waitReceive(t, done); r.code != exitOK {
+		t.Fatalf("receive: exit code %d, stderr:\n%s", r.code, r.stderr)
+	}
+	// The sender lingers 2 s after the data; its last snapshot is at most
+	// ~100 ms old and it has heard the receiver's report by now, or will
+	// within a few ms.
+	var exp string
+	waitFor(t, 2*time.Second, "the completion report in the sender's metrics", func() bool {
+		exp = scrape(t, addr)
+		return metricValue(exp, `mcp_sender_receiver_reports_total{result="complete"}`) == "1"
+	})
+	if v := metricValue(exp, `mcp_sender_packets_total{kind="data"}`); v == "" || v == "0" {
+		t.Errorf("mcp_sender_packets_total{kind=\"data\"} = %q, want > 0", v)
+	}
+	for _, name := range []string{"mcp_sender_bytes_total", "mcp_sender_naks_heard_total", "mcp_sender_repairs_total",
+		`mcp_sender_packets_total{kind="parity"}`, "mcp_sender_grtt_seconds", "mcp_sender_rate_bits_per_second"} {
+		if metricValue(exp, name) == "" {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if v := metricValue(exp, "mcp_sender_sessions_active"); v != "1" {
+		t.Errorf("mcp_sender_sessions_active = %q while sending, want 1", v)
+	}
+	var r cmdResult
+	select {
+	case r = <-sent:
+	case <-time.After(30 * time.Second):
+		t.Fatal("send did not return")
+	}
+	if r.code != exitOK {
+		t.Fatalf("send: exit code %d, stderr:\n%s", r.code, r.stderr)
+	}
+	events, _ := decodeLines(t, r.stdout)
+	if got := strings.Join(eventTypes(events), " "); got != "session_announced session_complete" {
+		t.Fatalf("events %q, want session_announced session_complete", got)
+	}
+	if e := events[0]; e.Files == nil || *e.Files != 1 || e.Bytes == nil || *e.Bytes != uint64(len(data)) {
+		t.Errorf("session_announced %+v, want 1 file of %d bytes", e, len(data))
+	}
+	if res := decodeResult(t, r.stdout); !res.OK {
+		t.Errorf("summary not ok: %+v", res)
+	}
+}

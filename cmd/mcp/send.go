@@ -83,6 +83,7 @@ exits 3 and says how many confirmed.`,
 		"largest share of --rate that repairs take while new data waits, in (0, 1]; after the first pass repairs may use the whole rate")
 	fs.StringVar(&f.relayListen, "relay-listen", "",
 		"accept relay repair servers (mcp repair --relay) at this unicast IP:PORT and copy the stream to each over UDP, for sites the group does not reach")
+	addMetricsFlag(cmd)
 	f.out.add(cmd)
 	return cmd
 }
@@ -164,6 +165,7 @@ func parseMode(s string) (wire.Mode, error) {
 
 func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	ev := jsonEvents(cmd, f.out.json)
 	var rep rmtp.SendReport
 	err := func() error {
 		opts, err := f.options(paths)
@@ -176,6 +178,11 @@ func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 		if opts.Logger, err = f.out.logger(cmd, stderr); err != nil {
 			return err
 		}
+		stopObserving, err := observeSend(cmd, &opts, ev, opts.Logger)
+		if err != nil {
+			return err
+		}
+		defer stopObserving()
 		bars := newProgress(stdout, stderr, !f.out.quiet && !f.out.json)
 		opts.Progress = bars.add("send")
 		bars.start()
@@ -197,7 +204,8 @@ func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 		return err
 	}()
 	if f.out.json {
-		return writeResult(stdout, err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)
+		ev.sendEnded(rep, err)
+		return ev.summary(err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)
 	}
 	if err == nil && !f.out.quiet {
 		printSendSummary(stdout, &rep)
