@@ -24,7 +24,7 @@ type RunOptions struct {
 	// mode). If zero, the interface's address on an ephemeral port.
 	RelayBind netip.AddrPort
 	// OnStats, if set, gets a snapshot of the counters about every
-	// 500 ms, on the engine's goroutine: it must not block.
+	// 100 ms, on the engine's goroutine: it must not block.
 	OnStats func(Stats)
 	// Now is the clock. If nil, time.Now.
 	Now func() time.Time
@@ -164,7 +164,7 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 				}
 				t = now()
 			}
-			if opts.OnStats != nil && t.Sub(lastStats) >= 500*time.Millisecond {
+			if opts.OnStats != nil && t.Sub(lastStats) >= 100*time.Millisecond {
 				lastStats = t
 				opts.OnStats(srv.Stats())
 			}

@@ -246,7 +246,7 @@ func (s *Server) start(now time.Time, id wire.SessionID) *session {
 	rc.AutoRepair = false
 	rc.Source = s.cfg.Source
 	rc.Rand = s.cfg.Rand
-	rc.Logger = s.cfg.Logger.With("session", id)
+	rc.Logger = s.cfg.Logger
 	recv, err := rmtp.NewReceiver(rc, store)
 	if err != nil {
 		s.cfg.Logger.Error("session receiver", "session", id, "err", err)

@@ -22,6 +22,8 @@ type receiveFlags struct {
 	maxFiles      int
 	maxBytes      string
 	daemon        daemonFlags // daemon.go
+
+	repair string // --repair
 }
 
 func newReceiveCmd() *cobra.Command {
@@ -60,6 +62,8 @@ Start receivers before the sender.`,
 		"refuse (exit 5) a session with more files, empty ones included")
 	fs.StringVar(&f.maxBytes, "max-bytes", "0",
 		"refuse (exit 5) a session with more bytes of files; 0: no limit but free space")
+	fs.StringVar(&f.repair, "repair", "",
+		"repair server to NAK to: its --serve group IP:PORT, or auto to pick one from the ADVERTs heard (same subnet first, then deepest); empty: NAK to the sender")
 	f.daemon.add(cmd)
 	f.out.add(cmd)
 	return cmd
@@ -100,9 +104,17 @@ func (f *receiveFlags) options() (rmtp.ReceiveOptions, error) {
 	if err != nil {
 		return o, usageErrorf("--max-bytes: %v", err)
 	}
+	o.AutoRepair = f.repair == "auto"
+	if f.repair != "" && !o.AutoRepair {
+		if o.Repair, err = parseGroup(f.repair); err != nil {
+			return o, usageErrorf("bad --repair %q: want the repair server's --serve group IP:PORT, or auto", f.repair)
+		}
+	}
 	return rmtp.ReceiveOptions{
-		Net: n,
-		Dir: f.dir,
+		Repair:     o.Repair,
+		AutoRepair: o.AutoRepair,
+		Net:        n,
+		Dir:        f.dir,
 		Receiver: rmtp.ReceiverConfig{
 			SenderTimeout:    st,
 			MaxManifestBytes: int(maxManifest),

@@ -89,6 +89,7 @@ Across hosts, start receivers first, then the sender:
 		return &usageError{err}
 	})
 	root.AddCommand(newSendCmd(), newReceiveCmd(), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newRepairCmd())
 	root.AddCommand(newKeygenCmd())
 	return root
 }
