@@ -83,7 +83,7 @@ func BuildManifest(paths []string, symbolSize, k int, logger *slog.Logger) (*wir
 		}
 		if !fi.IsDir() {
 			if !fi.Mode().IsRegular() {
-				logger.Warn("skipping: not a regular file or directory", "path", p)
+				logger.Warn("skipping: "+skipped(fi.Mode())+", not sent", "path", p)
 				continue
 			}
 			if err := add(p, base, fi); err != nil {
@@ -101,7 +101,7 @@ func BuildManifest(paths []string, symbolSize, k int, logger *slog.Logger) (*wir
 			}
 			rel = path.Join(base, filepath.ToSlash(rel))
 			if !d.IsDir() && !d.Type().IsRegular() {
-				logger.Warn("skipping: not a regular file or directory", "path", local)
+				logger.Warn("skipping: "+skipped(d.Type())+", not sent", "path", local)
 				return nil
 			}
 			fi, err := d.Info()
@@ -184,4 +184,14 @@ func (s *FileSource) Close() error {
 	}
 	s.lru = nil
 	return nil
+}
+
+// skipped names what BuildManifest skips: symbolic links (policy: never
+// sent, since the target may not exist at the receiver and following the
+// link could send files from outside the tree) and special files.
+func skipped(m fs.FileMode) string {
+	if m&fs.ModeSymlink != 0 {
+		return "symbolic link"
+	}
+	return "special file (not a regular file or directory)"
 }
