@@ -37,6 +37,7 @@ type nakGuard struct {
 	rate, burst float64
 	buckets     map[netip.Addr]*tokens
 	overflow    tokens
+	lastSweep   time.Time
 }
 
 type tokens struct {
@@ -57,7 +58,10 @@ func (g *nakGuard) allow(now time.Time, from netip.AddrPort, p *wire.Packet) boo
 	ip := from.Addr().Unmap()
 	b := g.buckets[ip]
 	if b == nil {
-		if len(g.buckets) >= maxNAKSources {
+		if len(g.buckets) >= maxNAKSources && now.Sub(g.lastSweep) >= time.Second {
+			// At most once a second: sources spoofed by the thousand must
+			// not make every packet walk the table.
+			g.lastSweep = now
 			g.sweep(now)
 		}
 		if len(g.buckets) >= maxNAKSources {
