@@ -12,7 +12,9 @@
 // package wire before the engine sees it.
 //
 // It does not own the wire format (rmtp/wire), Reed-Solomon coding (fec),
-// the CLI (cmd/mcp), nor, yet, repair servers, checkpoints or keys.
+// the CLI (cmd/mcp), nor, yet, repair servers or checkpoints. Keys are
+// here: keys.go (the key file), seal.go (sealing and opening packets),
+// nakguard.go (per-source NAK limits).
 //
 // Protocol rules and where they come from (DESIGN.md, "Reliability"):
 //
@@ -82,4 +84,31 @@
 //     4 GRTTs (20-250 ms) apart; the sender counts a source once.
 //   - A GRTT sample above the estimate raises it by at most a doubling,
 //     so one late echo does not stretch every NAK timer in the group.
+//
+// Security decisions (issue 5; README "Security" has the threat model):
+//
+//   - With NetConfig.Key every packet is sealed with AES-256-GCM (header
+//     and auth block authenticated, body encrypted) under a key derived
+//     per sealer with HKDF-SHA256 from the pre-shared key and a random
+//     16-byte salt; the nonce is a 64-bit counter. Nonces cannot repeat:
+//     see seal.go. AES-GCM rather than ChaCha20-Poly1305 because these
+//     hosts have AES-NI (0.40 us per 1400-byte packet, PERF-NOTES.md).
+//   - The driver opens packets on the engine goroutine, before decoding,
+//     so drops are counted with the engine's counters: "unexpected_auth"
+//     (keyed packet, no key here), "unauthenticated" (unkeyed packet, key
+//     here), "auth_failed", "stale" (sent time more than ClockSkew, 10 s
+//     by default, from ours), "replay" (a counter seen before, or more
+//     than 1024 behind the newest from its sender). One warning per
+//     session and source, at most 64 in all.
+//   - Keyed packets are 48 bytes longer; Send derives the symbol size
+//     with KeyedSymbolSizeFor (1344 bytes at MTU 1500, 1280 at 1400).
+//   - The sender limits NAKs per source address (2000/s, burst 4000;
+//     nakguard.go) before its engine sees them. Repairs take at most
+//     RepairShare (--repair-share, 0.5) of the rate while new data waits;
+//     after the first pass they may take the whole rate, as nothing else
+//     is waiting and the linger ends the session once NAKs stop.
+//   - The file store checks every manifest path against what exists in
+//     the destination before creating anything, and refuses any path
+//     through a symbolic link, even one inside the destination (two names
+//     for one directory would let one entry overwrite another).
 package rmtp

@@ -127,7 +127,7 @@ type opener struct {
 	skew   time.Duration
 	peers  map[[16]byte]*peerKey
 	logger *slog.Logger
-	logged map[string]bool
+	logged map[logKey]bool
 	nonce  [12]byte // scratch
 }
 
@@ -145,7 +145,7 @@ func newOpener(k *Key, skew time.Duration, logger *slog.Logger) *opener {
 	if logger == nil {
 		logger = discardLogger
 	}
-	return &opener{key: k, skew: skew, peers: make(map[[16]byte]*peerKey), logger: logger, logged: make(map[string]bool)}
+	return &opener{key: k, skew: skew, peers: make(map[[16]byte]*peerKey), logger: logger, logged: make(map[logKey]bool)}
 }
 
 // Drop reasons of the opener, as counted in Drops.
@@ -170,14 +170,18 @@ func (o *opener) open(b []byte, from netip.AddrPort, now time.Time) ([]byte, str
 	switch {
 	case o == nil || o.key == nil:
 		if keyed {
-			o.once("unexpected_auth/"+sessionSource(h), "ignoring keyed packets: this host has no --key; pass the group's key file with --key",
-				"session", h.Session, "source", srcHex(h.Source), "from", from)
+			if o.first(dropUnexpectedAuth, h) {
+				o.logger.Warn("ignoring keyed packets: this host has no --key; pass the group's key file with --key",
+					"session", h.Session, "source", srcHex(h.Source), "from", from)
+			}
 			return nil, dropUnexpectedAuth
 		}
 		return b, ""
 	case !keyed:
-		o.once("unauthenticated/"+sessionSource(h), "ignoring unkeyed packets: this host has a --key, and the sender has none or an old mcp",
-			"session", h.Session, "source", srcHex(h.Source), "from", from)
+		if o.first(dropUnauthenticated, h) {
+			o.logger.Warn("ignoring unkeyed packets: this host has a --key, and the sender has none or an old mcp",
+				"session", h.Session, "source", srcHex(h.Source), "from", from)
+		}
 		return nil, dropUnauthenticated
 	}
 	_, a, ct, err := wire.ParseKeyed(b)
@@ -188,8 +192,10 @@ func (o *opener) open(b []byte, from netip.AddrPort, now time.Time) ([]byte, str
 		return nil, "decode"
 	}
 	if d := time.Duration(now.UnixNano() - a.SentNanos); d > o.skew || d < -o.skew {
-		o.once("stale/"+sessionSource(h), "dropping keyed packets sent too far from this host's clock: replayed, or the clocks disagree (check NTP)",
-			"session", h.Session, "source", srcHex(h.Source), "from", from, "offset", d.Round(time.Millisecond), "allowed", o.skew)
+		if o.first(dropStale, h) {
+			o.logger.Warn("dropping keyed packets sent too far from this host's clock: replayed, or the clocks disagree (check NTP)",
+				"session", h.Session, "source", srcHex(h.Source), "from", from, "offset", d.Round(time.Millisecond), "allowed", o.skew)
+		}
 		return nil, dropStale
 	}
 	pk := o.peers[a.Salt]
@@ -208,8 +214,10 @@ func (o *opener) open(b []byte, from netip.AddrPort, now time.Time) ([]byte, str
 	o.nonce = a.Nonce()
 	plain, err := pk.aead.Open(ct[:0], o.nonce[:], ct, b[:wire.KeyedPrefixSize])
 	if err != nil {
-		o.once("auth_failed/"+sessionSource(h), "dropping packets that fail authentication: a different key (compare key ids in the logs) or forged",
-			"session", h.Session, "source", srcHex(h.Source), "from", from, "key_id", o.key.ID())
+		if o.first(dropAuthFailed, h) {
+			o.logger.Warn("dropping packets that fail authentication: a different key (compare key ids in the logs) or forged",
+				"session", h.Session, "source", srcHex(h.Source), "from", from, "key_id", o.key.ID())
+		}
 		return nil, dropAuthFailed
 	}
 	pk.accept(a.Counter)
@@ -255,24 +263,31 @@ func (p *peerKey) accept(c uint64) {
 	p.seen[c/64%(replayWindow/64)] |= 1 << (c % 64)
 }
 
-// once logs msg at warn level the first time key is seen, for up to
-// maxAuthLogs keys.
-func (o *opener) once(key, msg string, args ...any) {
-	if o == nil || o.logged[key] {
-		return
-	}
-	if len(o.logged) == maxAuthLogs {
-		o.logger.Warn("further packet authentication problems are counted, not logged")
-	}
-	o.logged[key] = true
-	if len(o.logged) > maxAuthLogs {
-		return
-	}
-	o.logger.Warn(msg, args...)
+// logKey names a one-time log line: a drop reason for one session and
+// source.
+type logKey struct {
+	reason  string
+	session wire.SessionID
+	source  uint32
 }
 
-func sessionSource(h wire.Header) string {
-	return h.Session.String() + "/" + srcHex(h.Source)
+// first reports whether a warning for reason from h's session and source
+// should be logged: the first time, for up to maxAuthLogs keys. It does
+// not allocate once the key has been seen, so a flood costs no garbage.
+func (o *opener) first(reason string, h wire.Header) bool {
+	if o == nil {
+		return false
+	}
+	k := logKey{reason, h.Session, h.Source}
+	if o.logged[k] || len(o.logged) > maxAuthLogs {
+		return false
+	}
+	o.logged[k] = true
+	if len(o.logged) > maxAuthLogs {
+		o.logger.Warn("further packet authentication problems are counted, not logged")
+		return false
+	}
+	return true
 }
 
 func srcHex(s uint32) string {

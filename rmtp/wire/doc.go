@@ -10,9 +10,12 @@
 //
 // All integers are big-endian. Every packet starts with the 16-byte
 // Header (header.go). The body layouts are drawn at the top of each type's
-// file. When the header's FlagAuth bit is set, the last TagSize bytes of
-// the packet are an authentication tag over everything before it; Decode
-// splits it off and leaves verification to the caller (package rmtp).
+// file. A keyed packet (auth.go) has FlagAuth and FlagEncrypted set, an
+// auth block (salt, counter, sent time) after the header, the encrypted
+// body and a TagSize-byte tag; ParseKeyed frames it, package rmtp opens
+// it, and Decode rejects it (ReasonEncrypted) until it is opened. A packet
+// with FlagAuth alone (body in clear, tag at the end) still decodes, with
+// the tag split off, but nothing produces it and package rmtp drops it.
 //
 // Decisions where the design is silent:
 //   - Session IDs are 8 bytes (the first 8 bytes of the SHA-256 of the
