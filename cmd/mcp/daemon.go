@@ -50,6 +50,9 @@ func (f *daemonFlags) check(cmd *cobra.Command) error {
 		}
 		return nil
 	}
+	if fl := cmd.Flags().Lookup("repair"); fl != nil && fl.Changed {
+		return usageErrorf("--repair is not supported with --daemon yet: run the daemon without it (NAKs go to the sender)")
+	}
 	switch {
 	case f.maxSessions < 1:
 		return usageErrorf("--max-sessions %d must be at least 1", f.maxSessions)
