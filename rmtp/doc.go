@@ -111,4 +111,21 @@
 //     the destination before creating anything, and refuses any path
 //     through a symbolic link, even one inside the destination (two names
 //     for one directory would let one entry overwrite another).
+//   - Lifecycle events (events.go) come from the receiver engine at the
+//     steps it logs at Info (session announced, manifest known, file
+//     verified or failed, session complete or failed), through
+//     ReceiverConfig.Events, with stable type and reason names; callers
+//     never parse logs. Send reports only the start (the result is its
+//     return value); counters reach metrics through Stats snapshots every
+//     ~100 ms, never by reading an engine from another goroutine.
+//   - ReceiveDaemon (daemon.go) shares one data and one feedback socket
+//     among one Receiver per session, routed by session ID, rather than
+//     one Receive (and two sockets, and a kernel copy of every packet)
+//     per session. At most MaxSessions (4) run at once; a session
+//     announced while full is skipped and logged, and taken late if still
+//     announced when a slot frees. Completed session IDs (the last 65,536)
+//     are never received again in a run; failed ones are retried after
+//     RetryAfter (30 s), so a sender still announcing a session that is
+//     refused does not cause a retry five times a second. Stopping aborts
+//     sessions in flight through their stores (no partial file is left).
 package rmtp

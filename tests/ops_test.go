@@ -314,3 +314,33 @@ func TestSystemdUnits(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestVersionBuildInfo: "mcp version" of a binary built from this
+// checkout prints the -X version, the commit it was built from and the
+// Go version, all from the build info.
+func TestVersionBuildInfo(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("not a git checkout: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "mcp")
+	// -buildvcs=true overrides a GOFLAGS=-buildvcs=false environment.
+	build := exec.Command("go", "build", "-buildvcs=true", "-ldflags", "-X main.version=v9.8.7", "-o", bin, "./cmd/mcp")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion, _ := exec.Command("go", "env", "GOVERSION").Output()
+	want := fmt.Sprintf("mcp v9.8.7 (commit %s", strings.TrimSpace(string(rev))[:12])
+	if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), ") "+strings.TrimSpace(string(goVersion))+" linux/") {
+		t.Errorf("mcp version printed %q, want %q..., then %s", out, want, goVersion)
+	}
+}

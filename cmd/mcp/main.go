@@ -4,7 +4,10 @@
 // The command is thin (STYLE.md section 11): each subcommand turns flags
 // into an rmtp config, calls one library function with a context that
 // SIGINT and SIGTERM cancel, and renders the result. Exit codes: 0 done,
-// 1 failed, 2 usage (a bad flag, argument or flag value).
+// 1 failed, 2 usage (a bad flag, argument or flag value), 3 partial
+// (--expect), 4 interrupted by a signal, 5 refused; "receive --daemon"
+// exits 0 when a signal stops it. With --json, stdout carries JSON lines
+// (events.go) and nothing else; logs go to stderr.
 package main
 
 import (
