@@ -202,7 +202,7 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			done, total := r.Progress()
 			if _, ok := r.Session(); !ok {
-				return rep, fmt.Errorf("no session heard on %v via %s: %w (is the sender running on this group and interface?)", rn.data, rn.ifi.Name, err)
+				return rep, fmt.Errorf("no session heard on %v via %s: %w (%s)", rn.data, rn.ifi.Name, err, keyHint(st.Drops))
 			}
 			return rep, fmt.Errorf("session %s incomplete (%d of %d bytes): %w; partial files removed", st.Session, done, total, err)
 		}

@@ -319,3 +319,20 @@ func (n NetConfig) symbolSizeFor(mtu int) (size, largest int) {
 	}
 	return SymbolSizeFor(mtu), MaxSymbolSizeOnWire
 }
+
+// keyHint says why a receiver may have heard no session, from its drop
+// counters: a key mismatch is the likely cause when packets were dropped
+// for it.
+func keyHint(drops map[string]uint64) string {
+	switch {
+	case drops[dropUnexpectedAuth] > 0:
+		return fmt.Sprintf("dropped %d keyed packets: the sender uses --key; pass the same key file with --key", drops[dropUnexpectedAuth])
+	case drops[dropAuthFailed] > 0:
+		return fmt.Sprintf("dropped %d packets that failed authentication: the sender's key differs from ours (compare the key ids in the logs)", drops[dropAuthFailed])
+	case drops[dropStale] > 0:
+		return fmt.Sprintf("dropped %d keyed packets stamped outside --clock-skew: check the hosts' clocks (NTP)", drops[dropStale])
+	case drops[dropUnauthenticated] > 0:
+		return fmt.Sprintf("dropped %d unkeyed packets: we have --key and the sender has none", drops[dropUnauthenticated])
+	}
+	return "is the sender running on this group and interface?"
+}

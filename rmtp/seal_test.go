@@ -377,6 +377,9 @@ func TestLoopbackKeyed(t *testing.T) {
 	if cr.err == nil {
 		t.Fatalf("unkeyed receiver completed a keyed session")
 	}
+	if !strings.Contains(cr.err.Error(), "the sender uses --key") {
+		t.Errorf("unkeyed receiver's error does not say the sender uses a key: %v", cr.err)
+	}
 	if n := cr.rep.Stats.Drops[dropUnexpectedAuth]; n == 0 {
 		t.Errorf("unkeyed receiver counted no %s drops: %v", dropUnexpectedAuth, cr.rep.Stats.Drops)
 	}
