@@ -191,13 +191,6 @@ func (o *opener) open(b []byte, from netip.AddrPort, now time.Time) ([]byte, str
 		}
 		return nil, "decode"
 	}
-	if d := time.Duration(now.UnixNano() - a.SentNanos); d > o.skew || d < -o.skew {
-		if o.first(dropStale, h) {
-			o.logger.Warn("dropping keyed packets sent too far from this host's clock: replayed, or the clocks disagree (check NTP)",
-				"session", h.Session, "source", srcHex(h.Source), "from", from, "offset", d.Round(time.Millisecond), "allowed", o.skew)
-		}
-		return nil, dropStale
-	}
 	pk := o.peers[a.Salt]
 	isNew := pk == nil
 	if isNew {
@@ -219,6 +212,15 @@ func (o *opener) open(b []byte, from netip.AddrPort, now time.Time) ([]byte, str
 				"session", h.Session, "source", srcHex(h.Source), "from", from, "key_id", o.key.ID())
 		}
 		return nil, dropAuthFailed
+	}
+	// Freshness after authentication, so that a forged time is counted
+	// as a forgery, not taken for a clock problem.
+	if d := time.Duration(now.UnixNano() - a.SentNanos); d > o.skew || d < -o.skew {
+		if o.first(dropStale, h) {
+			o.logger.Warn("dropping keyed packets sent too far from this host's clock: replayed, or the clocks disagree (check NTP)",
+				"session", h.Session, "source", srcHex(h.Source), "from", from, "offset", d.Round(time.Millisecond), "allowed", o.skew)
+		}
+		return nil, dropStale
 	}
 	pk.accept(a.Counter)
 	if isNew {
