@@ -47,6 +47,9 @@ type Stats struct {
 	ReceiversFailed   uint64 `json:"receivers_failed"`
 	NoSession         uint64 `json:"no_session"` // packets for sessions not cached
 	Depth             uint8  `json:"depth"`
+	// Drops counts packets the sessions' receivers dropped, by reason
+	// (sessions cached now).
+	Drops map[string]uint64 `json:"drops"`
 }
 
 // session is one cached session: the upstream receiver that fills the
@@ -372,6 +375,12 @@ func (s *Server) Stats() Stats {
 			rep = addRepair(rep, ss.rep.Stats())
 		}
 		rs := ss.recv.Stats()
+		for k, v := range rs.Drops {
+			if st.Drops == nil {
+				st.Drops = make(map[string]uint64)
+			}
+			st.Drops[k] += v
+		}
 		st.NAKsForwarded += rs.NAKsSent
 		st.NAKsSuppressed += rs.NAKsSuppressed
 		st.CacheBytes += rs.BytesDone
@@ -409,6 +418,12 @@ func (s *Server) HandleTimer(now time.Time) {
 	if !now.Before(s.nextAdv) {
 		s.advertise()
 		s.nextAdv = now.Add(s.cfg.AdvertInterval)
+		if s.cfg.Relay {
+			// The ADVERT is also the relay subscription: renew it often,
+			// so a sender that starts after us starts copying at once
+			// instead of up to a second into its stream.
+			s.nextAdv = now.Add(min(s.cfg.AdvertInterval, relayRenew))
+		}
 	}
 	for _, id := range append([]wire.SessionID(nil), s.order...) {
 		ss := s.sessions[id]
@@ -439,6 +454,9 @@ func (s *Server) HandleTimer(now time.Time) {
 		}
 	}
 }
+
+// relayRenew is the period of a relay's subscription ADVERTs.
+const relayRenew = 200 * time.Millisecond
 
 // advertise tells receivers (on the data group's feedback, where --repair
 // auto listens), the parent (upstream feedback) and servers below (region

@@ -97,6 +97,11 @@ type SenderConfig struct {
 	// done once Expect receivers reported success or failure. Mode
 	// should then be ModeConfirmed. Its caller bounds the wait.
 	Expect int
+	// StartDelay holds the first-pass data this long after the start
+	// while ANNOUNCEs go out, so that receivers and relay subscribers that
+	// are waiting learn the session before its first block. 0 by default;
+	// Send uses twice the relay renewal period with RelayListen.
+	StartDelay time.Duration
 	// Source is this process's source ID. If zero, random.
 	Source uint32
 	// Rand is unused by the sender today; reserved for jitter.
@@ -120,6 +125,9 @@ func (c SenderConfig) withDefaults() (SenderConfig, error) {
 	}
 	if c.Expect < 0 {
 		return c, fmt.Errorf("sender: Expect %d must not be negative", c.Expect)
+	}
+	if c.StartDelay < 0 {
+		return c, fmt.Errorf("sender: StartDelay %v must not be negative", c.StartDelay)
 	}
 	if c.Linger == 0 {
 		c.Linger = DefaultLinger

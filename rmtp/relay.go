@@ -22,6 +22,10 @@ const (
 	// maxRelaySubscribers bounds the copies of every packet the sender
 	// makes; each is one more unicast stream at the full rate.
 	maxRelaySubscribers = 16
+	// relayRenew is how often a relay renews its subscription
+	// (repairtree's relayRenew); a sender with relay subscribers holds
+	// its first data twice that, so waiting relays get the whole stream.
+	relayRenew = 200 * time.Millisecond
 )
 
 // relayFeed is the sender's side of the relay link. It is used by the
@@ -39,19 +43,22 @@ func newRelayFeed(out PacketConn, group netip.AddrPort, logger *slog.Logger) *re
 }
 
 // note takes a packet read from the relay socket: an ADVERT subscribes
-// (or renews) its sender.
-func (f *relayFeed) note(now time.Time, from netip.AddrPort, p *wire.Packet) {
+// (or renews) its sender. It reports whether the subscriber is new: it
+// then needs an ANNOUNCE at once to make sense of the stream.
+func (f *relayFeed) note(now time.Time, from netip.AddrPort, p *wire.Packet) bool {
 	if p.Type != wire.TypeAdvert {
-		return
+		return false
 	}
-	if _, ok := f.subs[from]; !ok {
+	_, ok := f.subs[from]
+	if !ok {
 		if len(f.subs) >= maxRelaySubscribers {
 			f.logger.Warn("relay subscriber refused: too many", "peer", from, "max", maxRelaySubscribers)
-			return
+			return false
 		}
 		f.logger.Info("relay subscriber", "peer", from, "region", p.Advert.Region)
 	}
 	f.subs[from] = now.Add(relaySubscriptionTTL)
+	return !ok
 }
 
 // forward copies the datagrams of out that go to the data group to every

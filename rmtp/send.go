@@ -150,6 +150,9 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	wconn := seal(conn)
 	cfg := opts.Sender
 	cfg.DataGroup = rn.data
+	if opts.RelayListen.IsValid() && cfg.StartDelay == 0 {
+		cfg.StartDelay = 2 * relayRenew
+	}
 	cfg.Logger = logger
 	start := now()
 	s, err := NewSender(cfg, m, src, start)
@@ -204,8 +207,8 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	}
 	if relay != nil {
 		l.tagged = func(now time.Time, tag uint8, from netip.AddrPort, p *wire.Packet) {
-			if tag == relayTag {
-				relay.note(now, from, p)
+			if tag == relayTag && relay.note(now, from, p) {
+				s.AnnounceSoon(now)
 			}
 			s.HandlePacket(now, from, p)
 		}

@@ -78,6 +78,8 @@ type Sender struct {
 	endAt  time.Time
 
 	rep         *Repairer // answers NAKs (the root region's repairer)
+	dataAt      time.Time // no first-pass data before this (StartDelay)
+	lastOut     time.Time // the last AppendOutgoing
 	allowance   float64   // bytes of repair allowed ahead of new data
 	lastNAK     time.Time
 	cache       blockCache
@@ -126,6 +128,7 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		rc:        newRateControl(cfg.RateBitsPerSec, cfg.FixedRate, now),
 		grtt:      grttEstimator{grtt: cfg.GRTT},
 		nextAnnnc: now,
+		dataAt:    now.Add(cfg.StartDelay),
 		nextTail:  now.Add(cfg.TailInterval),
 		bufSize:   wire.HeaderSize + wire.DataHeaderSize + int(m.SymbolSize) + wire.TagSize,
 	}
@@ -216,6 +219,14 @@ func (s *Sender) Done(now time.Time) bool {
 	}
 	s.finished = s.ended && s.rep.Idle() && !now.Before(s.lingerEnd())
 	return s.finished
+}
+
+// AnnounceSoon makes the next ANNOUNCE go out at now, for a relay
+// subscriber that has just joined.
+func (s *Sender) AnnounceSoon(now time.Time) {
+	if now.Before(s.nextAnnnc) {
+		s.nextAnnnc = now
+	}
 }
 
 // Reported returns how many receivers reported completion or failure.
@@ -339,7 +350,11 @@ func (s *Sender) NextDeadline() time.Time {
 	if d := s.rep.NextDeadline(); !d.IsZero() && d.Before(t) {
 		t = d
 	}
-	if !s.ended || s.rep.Pending() {
+	held := !s.ended && s.lastOut.Before(s.dataAt) // StartDelay
+	if held && s.dataAt.Before(t) {
+		t = s.dataAt
+	}
+	if (!s.ended && !held) || s.rep.Pending() {
 		if r := s.pace.readyAt(16 * float64(s.bufSize)); r.Before(t) {
 			t = r
 		}
@@ -357,6 +372,7 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 	if s.err != nil {
 		return dst
 	}
+	s.lastOut = now
 	if !now.Before(s.nextAnnnc) && len(dst) < cap(dst) {
 		dst = s.appendControl(dst, wire.TypeAnnounce, now)
 		s.nextAnnnc = now.Add(s.cfg.AnnounceInterval)
@@ -382,7 +398,7 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		case haveRepair && (s.ended || s.repairLimit < 0 || s.allowance > 0):
 			d = s.nextRepair(now)
 			s.allowance -= float64(len(d.Buf))
-		case !s.ended:
+		case !s.ended && !now.Before(s.dataAt):
 			d = s.nextData(now)
 			if d.Buf == nil {
 				continue // stream just ended
