@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -75,7 +76,9 @@ type daemonSummary struct {
 // the hooks, and exits 0. It exits non-zero only when it cannot start or
 // its sockets fail.
 func runDaemon(cmd *cobra.Command, f *receiveFlags) error {
-	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	stdout := cmd.OutOrStdout()
+	// Logs and hooks' output share stderr: one lock keeps their writes whole.
+	stderr := &lockedWriter{w: cmd.ErrOrStderr()}
 	var ev *eventWriter
 	if f.out.json {
 		ev = newEventWriter(stdout)
@@ -116,7 +119,7 @@ func runDaemon(cmd *cobra.Command, f *receiveFlags) error {
 			defer stop()
 			opts.Stats = m.daemon.Set
 		}
-		return runDaemonWith(cmd, ctx, f, opts, ev, logger, stdout, &rep, m)
+		return runDaemonWith(cmd, ctx, f, opts, ev, logger, stdout, stderr, &rep, m)
 	}()
 	if errors.Is(err, context.Canceled) || (errors.Is(err, context.DeadlineExceeded) && f.timeout > 0) {
 		err = nil // stopped, as a daemon is
@@ -139,7 +142,7 @@ func runDaemon(cmd *cobra.Command, f *receiveFlags) error {
 // runDaemonWith wires hooks, events and the per-session lines to opts and
 // runs the daemon.
 func runDaemonWith(cmd *cobra.Command, ctx context.Context, f *receiveFlags, opts rmtp.DaemonOptions,
-	ev *eventWriter, logger *slog.Logger, stdout io.Writer, rep *daemonSummary, m *metrics) error {
+	ev *eventWriter, logger *slog.Logger, stdout, stderr io.Writer, rep *daemonSummary, m *metrics) error {
 	var hooks *hookRunner
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -148,7 +151,7 @@ func runDaemonWith(cmd *cobra.Command, ctx context.Context, f *receiveFlags, opt
 	if f.daemon.exec != "" {
 		// Hooks stop with the daemon's signal, not with --timeout: the
 		// last session's hook still runs to its end.
-		hooks = newHookRunner(cmd.Context(), f.daemon.exec, f.daemon.execTimeout, logger, cmd.ErrOrStderr(), func(r hookResult) {
+		hooks = newHookRunner(cmd.Context(), f.daemon.exec, f.daemon.execTimeout, logger, stderr, func(r hookResult) {
 			ev.hook(r)
 			if m != nil {
 				m.hookDone(r)
@@ -184,4 +187,16 @@ func runDaemonWith(cmd *cobra.Command, ctx context.Context, f *receiveFlags, opt
 		rep.Hooks = &c
 	}
 	return err
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
