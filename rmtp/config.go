@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/mcp-dev/mcp/checkpoint"
 	"github.com/mcp-dev/mcp/rmtp/wire"
 )
 
@@ -210,6 +211,11 @@ type ReceiverConfig struct {
 	// Events, if set, is called with each lifecycle step of the session
 	// (events.go), on the engine's goroutine: it must not block.
 	Events func(Event)
+	// Resume, if set, is asked for the checkpoint of a session when the
+	// session is adopted (resume.go): nil and no error when there is
+	// none; an error when the record is torn or foreign, and then files
+	// on disk are verified against the manifest instead of trusted.
+	Resume func(wire.SessionID) (*checkpoint.Record, error)
 	// Logger gets diagnostics. If nil, nothing is logged.
 	Logger *slog.Logger
 }

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/mcp-dev/mcp/checkpoint"
 	"github.com/mcp-dev/mcp/fec"
 	"github.com/mcp-dev/mcp/rmtp/wire"
 )
@@ -71,7 +72,12 @@ type ReceiverStats struct {
 	// Overload (NoteLoad): packets the data socket dropped because this
 	// receiver did not read them in time, the fullest its queue was seen,
 	// and the congestion reports sent and left to a peer's.
-	SocketDrops          uint64 `json:"socket_drops"`
+	SocketDrops uint64 `json:"socket_drops"`
+	// Resume (resume.go): blocks and bytes kept from a checkpoint after
+	// they were read back and matched, and blocks that did not match.
+	ResumedBlocks        uint64 `json:"resumed_blocks"`
+	ResumedBytes         uint64 `json:"resumed_bytes"`
+	ResumeBadBlocks      uint64 `json:"resume_bad_blocks"`
 	QueueMaxPermille     uint16 `json:"queue_max_permille"`
 	CongestionSent       uint64 `json:"congestion_reports_sent"`
 	CongestionSuppressed uint64 `json:"congestion_reports_suppressed"`
@@ -121,6 +127,7 @@ type robj struct {
 	ndone     uint32
 	hashNext  uint32 // blocks before this one are hashed
 	hash      hash.Hash
+	crc       []uint32 // CRC-32C of each block written, for checkpoints
 	committed bool
 }
 
@@ -211,7 +218,12 @@ type Receiver struct {
 	err           error
 
 	stats ReceiverStats
-	debug bool // Logger takes debug records
+
+	// Resume (resume.go): the checkpoint taken up, or, when it was torn,
+	// verifyDisk: check files on disk against the manifest instead.
+	resumeRec  *checkpoint.Record
+	verifyDisk bool
+	debug      bool // Logger takes debug records
 
 	// AutoRepair (receiver_tree.go): the best ADVERT heard so far, and
 	// when the choice is made.
@@ -367,6 +379,7 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 		if !r.haveSession {
 			return
 		}
+		r.resume(now) // resume.go
 		r.replayStash(now)
 	}
 	if p.Session != r.session {
@@ -473,6 +486,7 @@ func (r *Receiver) initObj(i int, size uint64) {
 	o.size = size
 	o.nblocks = r.lay.blocks(size)
 	o.done = make([]uint64, (o.nblocks+63)/64)
+	o.crc = make([]uint32, o.nblocks)
 }
 
 func (r *Receiver) setGRTT(us uint32) {
@@ -615,6 +629,7 @@ func (r *Receiver) complete(now time.Time, b *rblock) {
 			return
 		}
 		r.stats.BytesDone += uint64(n)
+		o.crc[b.key.blk] = checkpoint.CRC(data)
 		if o.hash == nil {
 			o.hash = sha256.New()
 		}
@@ -737,7 +752,7 @@ func (r *Receiver) manifestDone(now time.Time) {
 			ErrRefused, r.session, total, r.cfg.MaxBytes))
 		return
 	}
-	if err := r.store.Prepare(r.session, m); err != nil {
+	if err := r.prepare(m); err != nil { // resume.go
 		r.fail(fmt.Errorf("%w: %w", ErrRefused, err))
 		return
 	}
@@ -749,6 +764,10 @@ func (r *Receiver) manifestDone(now time.Time) {
 	r.stats.Files, r.stats.Bytes = files, total
 	r.cfg.Logger.Info("manifest known", "session", r.session, "files", r.stats.Files, "bytes", r.stats.Bytes)
 	r.emit(Event{Type: EventManifestKnown, Files: r.stats.Files, Bytes: r.stats.Bytes})
+	r.restore() // resume.go
+	if r.err != nil {
+		return
+	}
 	early := r.early
 	r.early, r.earlySize = nil, 0
 	for i := range early {

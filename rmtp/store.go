@@ -36,6 +36,7 @@ type FileStore struct {
 	opened  map[uint32]bool     // objects whose temp file was created
 	lru     []uint32            // open files, least recently used first
 	avail   func(string) (uint64, error)
+	inPlace map[uint32]bool // objects read from their final names (store_resume.go)
 }
 
 // maxOpenFiles bounds the file descriptors a store keeps open.
@@ -83,25 +84,7 @@ func (s *FileStore) Prepare(session wire.SessionID, m *wire.Manifest) error {
 	if avail, err := s.avail(s.dir); err == nil && need > avail {
 		return fmt.Errorf("%s has %d bytes free, the session needs %d: free space or choose another --dir", s.dir, avail, need)
 	}
-	checked := make(map[string]bool)
-	for i := range m.Entries {
-		if err := s.checkPath(&m.Entries[i], checked); err != nil {
-			return err
-		}
-	}
-	for i := range m.Entries {
-		e := &m.Entries[i]
-		dir := e.Path
-		if e.Kind == wire.KindFile {
-			dir = path.Dir(e.Path)
-		}
-		if dir != "." {
-			if err := s.mkdirAll(dir); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return s.prepareTree(m) // store_resume.go
 }
 
 // checkPath checks what already exists in the destination along e's
@@ -177,6 +160,9 @@ func (s *FileStore) mkdirAll(dir string) error {
 }
 
 func (s *FileStore) file(obj uint32) (*os.File, error) {
+	if s.inPlace[obj] {
+		return s.finalFile(obj) // store_resume.go
+	}
 	if f := s.open[obj]; f != nil {
 		if i := slices.Index(s.lru, obj); i >= 0 {
 			s.lru = append(slices.Delete(s.lru, i, i+1), obj)
@@ -213,6 +199,7 @@ func (s *FileStore) file(obj uint32) (*os.File, error) {
 	if len(s.lru) > maxOpenFiles {
 		old := s.lru[0]
 		s.lru = s.lru[1:]
+		s.open[old].Sync() // a checkpoint may name its blocks
 		s.open[old].Close()
 		delete(s.open, old)
 	}
@@ -246,6 +233,10 @@ func (s *FileStore) ReadAt(obj uint32, p []byte, off int64) error {
 
 // Commit syncs, sets mode and mtime, and renames object obj into place.
 func (s *FileStore) Commit(obj uint32) error {
+	if s.inPlace[obj] {
+		s.done[obj] = true
+		return nil // resumed: already in place
+	}
 	f, err := s.file(obj)
 	if err != nil {
 		return err
