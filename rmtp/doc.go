@@ -128,4 +128,9 @@
 //     RetryAfter (30 s), so a sender still announcing a session that is
 //     refused does not cause a retry five times a second. Stopping aborts
 //     sessions in flight through their stores (no partial file is left).
+//   - IPv6 groups use the same UDPConn over golang.org/x/net/ipv6
+//     (udp6.go): both packages' Message is x/net's socket.Message, so the
+//     batched read and write paths are shared. The interface needs no
+//     IPv4 address, the kernel picks the source, and the symbol size
+//     allows for the 40-byte header. Repair servers and relays stay IPv4.
 package rmtp

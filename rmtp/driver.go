@@ -66,16 +66,24 @@ type resolvedNet struct {
 
 func (n NetConfig) resolve() (resolvedNet, error) {
 	var r resolvedNet
-	ifi, addr, err := ResolveInterface(n.Interface)
-	if err != nil {
-		return r, err
-	}
 	g := n.Group
 	if !g.IsValid() {
 		g = DefaultGroup
 	}
-	if !g.Addr().Is4() || !g.Addr().IsMulticast() {
-		return r, fmt.Errorf("group %v is not an IPv4 multicast address (use 224.0.0.0/4, e.g. %v)", g, DefaultGroup)
+	g = netip.AddrPortFrom(g.Addr().Unmap(), g.Port())
+	if !g.Addr().IsMulticast() {
+		return r, fmt.Errorf("group %v is not a multicast address (use 224.0.0.0/4, e.g. %v, or IPv6 ff00::/8, e.g. [ff15::1234]:7700)", g, DefaultGroup)
+	}
+	var ifi *net.Interface
+	var addr netip.Addr
+	var err error
+	if g.Addr().Is6() {
+		ifi, err = interfaceForIPv6(n.Interface) // udp6.go: no IPv4 address needed
+	} else {
+		ifi, addr, err = ResolveInterface(n.Interface)
+	}
+	if err != nil {
+		return r, err
 	}
 	if g.Port() == 0 || g.Port() == 65535 {
 		return r, fmt.Errorf("group port %d out of range [1, 65534] (port+1 carries feedback)", g.Port())

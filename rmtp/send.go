@@ -112,7 +112,7 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 		return rep, err
 	}
 	symSize := opts.SymbolSize
-	fit, largest := opts.Net.symbolSizeFor(MTU(rn.ifi)) // keyed packets are larger
+	fit, largest := opts.Net.symbolSizeFor(rn.mtu()) // keyed packets are larger
 	switch {
 	case symSize == 0:
 		symSize = fit

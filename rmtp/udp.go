@@ -93,7 +93,9 @@ type SocketStats struct {
 // ReadBatch).
 type UDPConn struct {
 	conn   *net.UDPConn
-	pc     *ipv4.PacketConn
+	pc     *ipv4.PacketConn // nil for IPv6
+	bc     batchConn        // pc, or the ipv6.PacketConn (udp6.go)
+	v6     bool
 	ifname string
 	local  netip.AddrPort
 	rbuf   int // granted SO_RCVBUF, bytes
@@ -127,6 +129,9 @@ func OpenUDP(cfg SocketConfig) (*UDPConn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.isIPv6() {
+		return openUDP6(cfg, log)
+	}
 
 	bind := netip.AddrPortFrom(cfg.Bind.Addr().Unmap(), cfg.Bind.Port())
 	if !bind.Addr().IsValid() {
@@ -146,6 +151,7 @@ func OpenUDP(cfg SocketConfig) (*UDPConn, error) {
 		conn.Close()
 		return nil, err
 	}
+	c.bc = c.pc
 	c.rmsgs = newMessages(udpMaxBatch)
 	c.wmsgs = newMessages(udpMaxBatch)
 	return c, nil
@@ -161,6 +167,9 @@ func (cfg *SocketConfig) check() error {
 	}
 	if cfg.ReadBuffer < 0 || cfg.WriteBuffer < 0 {
 		return fmt.Errorf("socket buffer sizes must not be negative (ReadBuffer %d, WriteBuffer %d)", cfg.ReadBuffer, cfg.WriteBuffer)
+	}
+	if cfg.isIPv6() {
+		return nil // check6
 	}
 	if a := cfg.Bind.Addr().Unmap(); a.IsValid() && !a.Is4() {
 		return fmt.Errorf("bind address %s is not IPv4: mcp uses IPv4 multicast", cfg.Bind)
@@ -386,7 +395,7 @@ func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 	for i := range ms {
 		msgs[i].Buffers[0] = ms[i].Buf[:cap(ms[i].Buf)]
 	}
-	n, err := c.pc.ReadBatch(msgs, 0)
+	n, err := c.bc.ReadBatch(msgs, 0)
 	for i := 0; i < n; i++ {
 		m := &msgs[i]
 		if m.Flags&unix.MSG_TRUNC != 0 {
@@ -458,7 +467,8 @@ func (c *UDPConn) WriteBatch(ms []Datagram) (int, error) {
 			msgs[i].Addr = ua
 		}
 		if len(msgs) > 0 {
-			n, err := c.pc.WriteBatch(msgs, 0)
+			n, err := c.bc.WriteBatch(msgs, 0)
+			n = max(n, 0) // x/net returns -1 with an error
 			sent += n
 			if err != nil {
 				return sent, c.sendError(ms, sent, err)
@@ -498,14 +508,22 @@ func (c *UDPConn) udpAddr(dst netip.AddrPort) (*net.UDPAddr, error) {
 		c.lastDst, c.lastUA = dst, ua
 		return ua, nil
 	}
-	a := dst.Addr().Unmap()
-	if !a.Is4() || dst.Port() == 0 {
-		return nil, fmt.Errorf("bad destination %s: want an IPv4 address and a port", dst)
+	var ua *net.UDPAddr
+	if c.v6 {
+		var err error
+		if ua, err = c.udpAddr6(dst); err != nil {
+			return nil, err
+		}
+	} else {
+		a := dst.Addr().Unmap()
+		if !a.Is4() || dst.Port() == 0 {
+			return nil, fmt.Errorf("bad destination %s: want an IPv4 address and a port", dst)
+		}
+		ua = &net.UDPAddr{IP: a.AsSlice(), Port: int(dst.Port())}
 	}
 	if len(c.dests) >= udpMaxDests {
 		clear(c.dests)
 	}
-	ua := &net.UDPAddr{IP: a.AsSlice(), Port: int(dst.Port())}
 	c.dests[dst] = ua
 	c.lastDst, c.lastUA = dst, ua
 	return ua, nil

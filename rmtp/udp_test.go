@@ -425,7 +425,8 @@ func TestOpenUDPBadConfig(t *testing.T) {
 		{"TTL too big", SocketConfig{Interface: lo, TTL: 256}, "multicast TTL 256 out of range"},
 		{"TTL negative", SocketConfig{Interface: lo, TTL: -1}, "multicast TTL -1 out of range"},
 		{"negative buffer", SocketConfig{Interface: lo, ReadBuffer: -1}, "must not be negative"},
-		{"IPv6 bind", SocketConfig{Interface: lo, Bind: netip.MustParseAddrPort("[::1]:0")}, "not IPv4"},
+		{"IPv4 bind, IPv6 group", SocketConfig{Interface: lo, Bind: netip.MustParseAddrPort("239.1.2.3:7"), Join: []netip.Addr{netip.MustParseAddr("ff15::1")}}, "do not mix IPv4 and IPv6"},
+		{"IPv6 join unicast", SocketConfig{Interface: lo, Bind: netip.MustParseAddrPort("[::1]:0"), Join: []netip.Addr{netip.MustParseAddr("::1")}}, "not an IPv6 multicast group"},
 		{"join unicast", SocketConfig{Interface: lo, Join: []netip.Addr{loAddr}}, "cannot join 127.0.0.1"},
 	}
 	for _, tt := range tests {

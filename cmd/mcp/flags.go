@@ -30,7 +30,7 @@ func (f *netFlags) add(cmd *cobra.Command) {
 	fs.StringVar(&f.iface, "interface", "",
 		"multicast interface: a name (eth0) or one of its IPv4 addresses; required")
 	fs.StringVar(&f.group, "group", rmtp.DefaultGroup.String(),
-		"multicast group IP:PORT for data; NAKs and reports use PORT+1")
+		"multicast group IP:PORT for data, IPv4 or IPv6 ([ff15::1234]:7700); NAKs and reports use PORT+1")
 	fs.IntVar(&f.ttl, "ttl", rmtp.DefaultTTL,
 		"multicast TTL: how many routers packets cross; 0 keeps them on this host")
 	fs.StringVar(&f.key, "key", "",
@@ -88,8 +88,8 @@ func parseGroup(s string) (netip.AddrPort, error) {
 		}
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	if !ap.Addr().Is4() || !ap.Addr().IsMulticast() {
-		return ap, usageErrorf("--group %v is not an IPv4 multicast address: use 224.0.0.0/4 (239.0.0.0/8 for private use), for example %v", ap, rmtp.DefaultGroup)
+	if !ap.Addr().IsMulticast() {
+		return ap, usageErrorf("--group %v is not a multicast address: use 224.0.0.0/4 (239.0.0.0/8 for private use), for example %v, or IPv6 ff00::/8 in brackets, for example [ff15::1234]:7700", ap, rmtp.DefaultGroup)
 	}
 	if ap.Port() == 0 || ap.Port() == 65535 {
 		return ap, usageErrorf("--group port %d out of range [1, 65534]: PORT+1 carries feedback", ap.Port())

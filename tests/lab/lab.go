@@ -323,7 +323,7 @@ func (h *Host) HasGroup(group netip.Addr) (bool, error) {
 	want := group.String()
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "inet" && f[1] == want {
+		if len(f) >= 2 && (f[0] == "inet" || f[0] == "inet6") && f[1] == want {
 			return true, nil
 		}
 	}

@@ -1,0 +1,108 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcp-dev/mcp/tests/lab"
+)
+
+// TestIPv6Transfer: a file goes to three receivers over IPv6 multicast
+// ([ff15::213:N]:7700, site-local scope, inside the lab) with 2% loss at
+// each receiver, so NAKs and repairs travel over IPv6 too; every copy is
+// byte-exact, and the sender's packets went out as IPv6 multicast without
+// fragmentation (its symbol size leaves room for the 40-byte header).
+func TestIPv6Transfer(t *testing.T) {
+	needMCP(t)
+	l := lab.New(t, lab.Options{Hosts: 4})
+	if err := l.EnableIPv6(); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range l.Hosts[1:] {
+		if err := h.SetLoss(20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name, want := bigFile(t, 16<<20)
+	dirs := make([]string, 3)
+	for i := range dirs {
+		dirs[i] = filepath.Join(t.TempDir(), "dst")
+	}
+	group := l.IPv6Group(7700)
+	t.Logf("group %v", group)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tr := lab.Transfer{
+		MCP:       mcpBin,
+		Sender:    l.Hosts[0],
+		Receivers: l.Hosts[1:],
+		Dirs:      dirs,
+		Group:     group,
+		Paths:     []string{name},
+		SendArgs:  []string{"--rate", rate(), "--linger", "1s"},
+		Timeout:   60 * time.Second,
+	}
+	res, err := tr.Run(ctx)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	t.Logf("IPv6, 3 receivers, 2%% loss: %s", res.Summary(want.Bytes()))
+	if err := res.Failures(); err != nil {
+		t.Fatalf("failures:\n%v", err)
+	}
+	for i, diffs := range want.CompareAll(dirs, 10) {
+		if len(diffs) > 0 {
+			t.Errorf("receiver %d's copy differs:\n  %s", i, strings.Join(diffs, "\n  "))
+		}
+	}
+	var dropped uint64
+	for _, h := range l.Hosts[1:] {
+		n, err := h.Dropped()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped += n
+	}
+	st := res.Send.JSON.Report.Stats
+	t.Logf("nft dropped %d datagrams at the receivers; sender heard %d NAKs, sent %d parity and %d retransmitted symbols, bytes/file %.3f",
+		dropped, st.NAKsHeard, st.ParityPackets, st.RetransPackets, lab.Overhead(st.BytesSent, want.Bytes()))
+	// The data went out as IPv6 multicast, unfragmented: the symbol size
+	// left room for the larger header.
+	snmp, err := snmp6(l.Hosts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sender: Ip6OutMcastPkts %d, Ip6FragCreates %d", snmp["Ip6OutMcastPkts"], snmp["Ip6FragCreates"])
+	if snmp["Ip6OutMcastPkts"] < st.DataPackets || snmp["Ip6FragCreates"] != 0 {
+		t.Errorf("sender sent %d IPv6 multicast packets (want at least its %d data packets) and fragmented %d (want 0)",
+			snmp["Ip6OutMcastPkts"], st.DataPackets, snmp["Ip6FragCreates"])
+	}
+	if dropped == 0 || st.NAKsHeard == 0 || st.ParityPackets+st.RetransPackets == 0 {
+		t.Errorf("no loss was repaired over IPv6 (dropped %d, NAKs heard %d, repairs %d): the test did not test repair",
+			dropped, st.NAKsHeard, st.ParityPackets+st.RetransPackets)
+	}
+}
+
+// snmp6 reads the host's IPv6 counters (/proc/net/snmp6 of its namespace).
+func snmp6(h *lab.Host) (map[string]uint64, error) {
+	out, err := exec.Command("ip", "netns", "exec", h.NS, "cat", "/proc/net/snmp6").Output()
+	if err != nil {
+		return nil, fmt.Errorf("read /proc/net/snmp6 in %s: %w", h.NS, err)
+	}
+	m := make(map[string]uint64)
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 {
+			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				m[f[0]] = v
+			}
+		}
+	}
+	return m, nil
+}
