@@ -23,6 +23,14 @@ type ReceiveOptions struct {
 	// AutoRepair picks a repair server from the ADVERTs heard on the data
 	// group's feedback address (Receiver.RepairServer has the rule).
 	AutoRepair bool
+	// StateDir, if set, holds the session's checkpoint (checkpointing.go):
+	// saved every CheckpointInterval while blocks complete, taken up when
+	// the same session is received again after a crash, kept with the
+	// temporary files when a receive fails in a way worth resuming, and
+	// removed when it succeeds. Empty: no checkpoints.
+	StateDir string
+	// CheckpointInterval: see DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
 	// Progress, if set, is called about every 100 ms with file bytes
 	// complete and the total (0 until the manifest is known).
 	Progress func(done, total uint64)
@@ -86,6 +94,14 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 		cfg.LocalPrefix = interfacePrefix(rn.ifi, rn.ifaddr)
 	}
 	cfg.Logger = logger
+	var ck *checkpointer
+	if opts.StateDir != "" {
+		if ck, err = newCheckpointer(opts.StateDir, opts.CheckpointInterval, logger); err != nil {
+			return rep, err
+		}
+		store.reserved = stateDirIn(opts.Dir, opts.StateDir)
+		cfg.Resume = ck.load
+	}
 	r, err := NewReceiver(cfg, store)
 	if err != nil {
 		return rep, err
@@ -159,6 +175,9 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 					return err
 				}
 			}
+			if ck != nil {
+				ck.maybe(now, r, store)
+			}
 			if now.Sub(lastLoad) >= loadSampleInterval {
 				lastLoad = now
 				if l, err := dataConn.Load(); err == nil {
@@ -195,18 +214,42 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 	if opts.Progress != nil {
 		opts.Progress(r.Progress())
 	}
+	id, haveSession := r.Session()
 	if err != nil {
-		if aerr := store.Abort(); aerr != nil {
-			logger.Warn("cleanup", "err", aerr)
+		kept := false
+		if ck != nil && resumable(err) && r.Checkpoint() != nil {
+			if cerr := ck.final(r, store); cerr == nil {
+				kept = store.Close() == nil
+			} else {
+				logger.Warn("final checkpoint", "err", cerr)
+			}
+		}
+		if !kept {
+			if aerr := store.Abort(); aerr != nil {
+				logger.Warn("cleanup", "err", aerr)
+			}
+			if ck != nil && haveSession {
+				ck.remove(id)
+			}
+		}
+		what := "partial files removed"
+		if kept {
+			what = fmt.Sprintf("what was received is kept for a resume (%s and hidden .part files): run the same command again", opts.StateDir)
 		}
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			done, total := r.Progress()
-			if _, ok := r.Session(); !ok {
+			if !haveSession {
 				return rep, fmt.Errorf("no session heard on %v via %s: %w (%s)", rn.data, rn.ifi.Name, err, keyHint(st.Drops))
 			}
-			return rep, fmt.Errorf("session %s incomplete (%d of %d bytes): %w; partial files removed", st.Session, done, total, err)
+			return rep, fmt.Errorf("session %s incomplete (%d of %d bytes): %w; %s", st.Session, done, total, err, what)
+		}
+		if kept {
+			return rep, fmt.Errorf("%w; %s", err, what)
 		}
 		return rep, err
+	}
+	if ck != nil && haveSession {
+		ck.remove(id)
 	}
 	return rep, nil
 }

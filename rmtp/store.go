@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,6 +38,9 @@ type FileStore struct {
 	lru     []uint32            // open files, least recently used first
 	avail   func(string) (uint64, error)
 	inPlace map[uint32]bool // objects read from their final names (store_resume.go)
+	// reserved is a path (the receiver's state directory) that no
+	// manifest entry may name or lie under.
+	reserved string
 }
 
 // maxOpenFiles bounds the file descriptors a store keeps open.
@@ -97,6 +101,9 @@ func (s *FileStore) Prepare(session wire.SessionID, m *wire.Manifest) error {
 // anything is written, with a message that says what to do.) checked
 // holds the parents already found to be directories.
 func (s *FileStore) checkPath(e *wire.Entry, checked map[string]bool) error {
+	if r := s.reserved; r != "" && (e.Path == r || strings.HasPrefix(e.Path, r+"/")) {
+		return fmt.Errorf("%s: the session would write %s, inside the receiver's state directory %s; refused", s.dir, e.Path, r)
+	}
 	var parents []string
 	for dir := path.Dir(e.Path); dir != "."; dir = path.Dir(dir) {
 		parents = append(parents, dir)

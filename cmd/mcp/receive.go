@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,6 +25,9 @@ type receiveFlags struct {
 	daemon        daemonFlags // daemon.go
 
 	repair string // --repair
+
+	stateDir           string        // --state-dir
+	checkpointInterval time.Duration // --checkpoint-interval
 }
 
 func newReceiveCmd() *cobra.Command {
@@ -64,6 +68,10 @@ Start receivers before the sender.`,
 		"refuse (exit 5) a session with more bytes of files; 0: no limit but free space")
 	fs.StringVar(&f.repair, "repair", "",
 		"repair server to NAK to: its --serve group IP:PORT, or auto to pick one from the ADVERTs heard (same subnet first, then deepest); empty: NAK to the sender")
+	fs.StringVar(&f.stateDir, "state-dir", "",
+		"where checkpoints go, so a receive killed or failed midway resumes when run again (default DIR/"+rmtp.StateDirName+")")
+	fs.DurationVar(&f.checkpointInterval, "checkpoint-interval", rmtp.DefaultCheckpointInterval,
+		"how often to make received blocks durable and save the checkpoint; 0: no checkpoints (a rerun starts over)")
 	f.daemon.add(cmd)
 	f.out.add(cmd)
 	return cmd
@@ -104,17 +112,28 @@ func (f *receiveFlags) options() (rmtp.ReceiveOptions, error) {
 	if err != nil {
 		return o, usageErrorf("--max-bytes: %v", err)
 	}
+	if err := nonNegative("checkpoint-interval", f.checkpointInterval); err != nil {
+		return o, err
+	}
 	o.AutoRepair = f.repair == "auto"
 	if f.repair != "" && !o.AutoRepair {
 		if o.Repair, err = parseGroup(f.repair); err != nil {
 			return o, usageErrorf("bad --repair %q: want the repair server's --serve group IP:PORT, or auto", f.repair)
 		}
 	}
+	if f.checkpointInterval > 0 {
+		o.StateDir = f.stateDir
+		if o.StateDir == "" {
+			o.StateDir = filepath.Join(f.dir, rmtp.StateDirName)
+		}
+	}
 	return rmtp.ReceiveOptions{
-		Repair:     o.Repair,
-		AutoRepair: o.AutoRepair,
-		Net:        n,
-		Dir:        f.dir,
+		StateDir:           o.StateDir,
+		CheckpointInterval: f.checkpointInterval,
+		Repair:             o.Repair,
+		AutoRepair:         o.AutoRepair,
+		Net:                n,
+		Dir:                f.dir,
 		Receiver: rmtp.ReceiverConfig{
 			SenderTimeout:    st,
 			MaxManifestBytes: int(maxManifest),
