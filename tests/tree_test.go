@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,12 +53,38 @@ type treeRun struct {
 	paths    []string
 	recvs    []treeRecv
 	timeout  time.Duration // every process's --timeout
+	rate     string        // the sender's --rate; if empty, treeRate
+	// senderDelay: the sender starts this long after every receiver
+	// has joined its group.
+	senderDelay time.Duration
 }
 
 type treeResult struct {
 	send lab.Proc[rmtp.SendReport]
 	recv []lab.Proc[rmtp.ReceiveReport]
 	dirs []string
+	// busy is the share of the machine's CPU time not idle while the
+	// sender ran (/proc/stat).
+	busy float64
+}
+
+// cpuTimes returns the machine's idle and total CPU time in ticks.
+func cpuTimes() (idle, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		var n uint64
+		fmt.Sscan(v, &n)
+		total += n
+		if i == 3 || i == 4 { // idle, iowait
+			idle += n
+		}
+	}
+	return idle, total
 }
 
 // logDir returns MCP_E2E_LOGDIR/<test>, created, or "".
@@ -140,14 +167,22 @@ func (tr treeRun) run(t *testing.T, ctx context.Context) *treeResult {
 		}
 	}
 	args := append([]string{"send", "--interface", tr.sender.Iface, "--group", tr.group.String(), "--ttl", "1",
-		"--rate", treeRate, "--timeout", tr.timeout.String(), "--json", "--quiet"}, tr.sendArgs...)
+		"--rate", cmp.Or(tr.rate, treeRate), "--timeout", tr.timeout.String(), "--json", "--quiet"}, tr.sendArgs...)
 	args = append(append(append(args, logArgs()...), "--"), tr.paths...)
+	select {
+	case <-time.After(tr.senderDelay):
+	case <-ctx.Done():
+	}
+	idle0, total0 := cpuTimes()
 	wait, _, err := lab.Launch(ctx, tr.sender, mcpBin, args, &res.send, logFile(t, tr.label+"-sender.log"))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	wait()
+	if idle1, total1 := cpuTimes(); total1 > total0 {
+		res.busy = 1 - float64(idle1-idle0)/float64(total1-total0)
+	}
 	wg.Wait()
 	return res
 }
@@ -175,14 +210,15 @@ func (res *treeResult) check(t *testing.T, label string, want lab.Tree) {
 func (res *treeResult) log(t *testing.T, label string) {
 	t.Helper()
 	st := res.send.JSON.Report.Stats
-	t.Logf("%s: sender ran %.2fs: data %d, parity %d, retrans %d, NAKs heard %d (entries %d), repair rounds %d, completed %d, regions %+v",
-		label, res.send.Wall().Seconds(), st.DataPackets, st.ParityPackets, st.RetransPackets, st.NAKsHeard, st.NAKEntriesHeard,
-		st.RepairRounds, st.Completed, st.Regions)
+	t.Logf("%s: sender ran %.2fs (cpu user %.2fs sys %.2fs; machine %.0f%% busy): data %d, parity %d, retrans %d, NAKs heard %d (entries %d), repair rounds %d, completed %d, congestion reports %d, rate cuts %d, regions %+v",
+		label, res.send.Wall().Seconds(), res.send.UserCPU.Seconds(), res.send.SysCPU.Seconds(), 100*res.busy,
+		st.DataPackets, st.ParityPackets, st.RetransPackets, st.NAKsHeard, st.NAKEntriesHeard,
+		st.RepairRounds, st.Completed, st.CongestionReports, st.RateCuts, st.Regions)
 	for i := range res.recv {
 		p := &res.recv[i]
 		rs := p.JSON.Report.Stats
-		t.Logf("%s: receiver %d (%s): ok=%v, duration %.2fs, exit %.2fs after the sender started, NAKs sent %d (entries %d) suppressed %d, parity %d, repairs %d, dups %d, rebuilt %d",
-			label, i, p.Host.NS, p.JSON.OK, p.JSON.DurationSec, p.Exited.Sub(res.send.Started).Seconds(), rs.NAKsSent, rs.NAKEntriesSent, rs.NAKsSuppressed,
+		t.Logf("%s: receiver %d (%s): ok=%v, duration %.2fs, exit %.2fs after the sender started, cpu %.2fs, NAKs sent %d (entries %d) suppressed %d, parity %d, repairs %d, dups %d, rebuilt %d",
+			label, i, p.Host.NS, p.JSON.OK, p.JSON.DurationSec, p.Exited.Sub(res.send.Started).Seconds(), (p.UserCPU + p.SysCPU).Seconds(), rs.NAKsSent, rs.NAKEntriesSent, rs.NAKsSuppressed,
 			rs.ParityPackets, rs.RepairPackets, rs.DupPackets, rs.BlocksRebuilt)
 	}
 }
@@ -226,7 +262,7 @@ func stopServer(t *testing.T, name string, r *lab.Repair) lab.RepairSummary {
 	if err := r.Stop(5 * time.Second); err != nil {
 		t.Errorf("%s: %v", name, err)
 	}
-	t.Logf("%s: %s", name, r.Summary.String())
+	t.Logf("%s: cpu user %.2fs sys %.2fs; %s", name, r.UserCPU.Seconds(), r.SysCPU.Seconds(), r.Summary.String())
 	return r.Summary
 }
 
@@ -268,7 +304,6 @@ func lossyBlocks(recv []lab.Proc[rmtp.ReceiveReport]) uint64 {
 func TestTreeRegions(t *testing.T) {
 	needMCP(t)
 	const regions, per = 4, 4
-	name, want := bigFile(t, treeFile)
 	// Host 0 sends, 1..4 serve regions 0..3, then 4 receivers per region.
 	l := lab.New(t, lab.Options{Hosts: 1 + regions + regions*per})
 	data := group(l, 213, 1, 7700)
@@ -289,6 +324,9 @@ func TestTreeRegions(t *testing.T) {
 		}.start(t, ctx, data)
 	}
 	run := func(label string, repair bool) *treeResult {
+		// A file of its own: a session's ID is its manifest's hash, and
+		// the same file sent twice would be the same session.
+		name, want := bigFile(t, treeFile)
 		tr := treeRun{label: label, sender: l.Hosts[0], group: data, paths: []string{name}, timeout: 40 * time.Second,
 			sendArgs: []string{"--expect", fmt.Sprint(regions * per)}}
 		for i, h := range recvHosts {
@@ -368,11 +406,20 @@ func TestTreeRegions(t *testing.T) {
 
 // TestTreeLossyReceiver: one receiver with 20% loss behind a repair
 // server does not slow the others: their finish time with it grows by
-// at most 10% over the same run without it, measured back to back.
+// at most 10% over the same run without it, measured back to back in
+// the same test (without, with, with, without, without, with) and
+// compared by the median run of each kind.
+//
+// The rate is low (40 Mbit/s) so that the runs are bound by the rate, not
+// by the two cores the 19 processes share: a sender starved of CPU sends
+// slower, and then one more receiver process slows everyone, lossy or
+// not. MCP_TREE_SEQ replaces the sequence of runs: words "without",
+// "with" and "clean" (the extra receiver present, without loss: what one
+// more process costs).
 func TestTreeLossyReceiver(t *testing.T) {
 	needMCP(t)
 	const regions, per = 4, 3
-	name, want := bigFile(t, treeFile)
+	const rate, size = "40M", 8 << 20
 	// Host 0 sends, 1..4 serve, then 3 receivers per region, then the
 	// lossy receiver, in region 0.
 	l := lab.New(t, lab.Options{Hosts: 1 + regions + regions*per + 1})
@@ -382,21 +429,40 @@ func TestTreeLossyReceiver(t *testing.T) {
 	others := l.Hosts[1+regions : 1+regions+regions*per]
 	lossy := l.Hosts[len(l.Hosts)-1]
 	setLoss(t, 10, others...)
-	setLoss(t, 200, lossy)
 	var region [regions]netip.AddrPort
-	servers := make([]*lab.Repair, regions)
 	for r := range regions {
 		region[r] = group(l, 214, byte(r+1), 7800)
-		servers[r] = treeServer{
-			name: fmt.Sprintf("server-%d", r),
-			h:    l.Hosts[1+r],
-			args: []string{"--serve", region[r].String()},
-			join: []netip.Addr{data.Addr(), region[r].Addr()},
-		}.start(t, ctx, data)
 	}
-	type finish struct{ mean, max float64 }
-	run := func(label string, withLossy bool) finish {
-		tr := treeRun{label: label, sender: l.Hosts[0], group: data, paths: []string{name}, timeout: 40 * time.Second}
+	// run runs a session to the others, and to the lossy receiver too if
+	// lossyPer >= 0, with that loss (permille). It returns the others'
+	// mean finish time (their --json duration: from the first ANNOUNCE
+	// to the end) in seconds.
+	run := func(label string, lossyPer int) float64 {
+		withLossy := lossyPer >= 0
+		if withLossy {
+			setLoss(t, lossyPer, lossy)
+		}
+		// Fresh servers and a file of their own for every run: a server
+		// goes on announcing the sessions it holds once their sender has
+		// gone, and a receiver takes the first session it hears
+		// announced, even one from before it started (see
+		// TestTreeSecondSession).
+		servers := make([]*lab.Repair, regions)
+		for r := range regions {
+			servers[r] = treeServer{
+				name: fmt.Sprintf("%s-server-%d", label, r),
+				h:    l.Hosts[1+r],
+				args: []string{"--serve", region[r].String()},
+				join: []netip.Addr{data.Addr(), region[r].Addr()},
+			}.start(t, ctx, data)
+		}
+		defer func() {
+			for r, s := range servers {
+				stopServer(t, fmt.Sprintf("%s: server-%d", label, r), s)
+			}
+		}()
+		name, want := bigFile(t, size)
+		tr := treeRun{label: label, sender: l.Hosts[0], group: data, paths: []string{name}, timeout: 30 * time.Second, rate: rate}
 		for i, h := range others {
 			tr.recvs = append(tr.recvs, treeRecv{h: h, args: []string{"--repair", region[i/per].String()}})
 		}
@@ -409,44 +475,60 @@ func TestTreeLossyReceiver(t *testing.T) {
 		res := tr.run(t, ctx)
 		res.log(t, label)
 		res.check(t, label, want)
-		var f finish
+		if st := res.send.JSON.Report.Stats; st.RateCuts > 0 || st.CongestionReports > 0 {
+			t.Errorf("%s: the sender heard %d congestion reports and cut its rate %d times: the servers should keep their regions' to themselves", label, st.CongestionReports, st.RateCuts)
+		}
+		var mean, region0, rest float64
 		for i := range others {
 			d := res.recv[i].JSON.DurationSec
-			f.mean += d / float64(len(others))
-			f.max = max(f.max, d)
+			mean += d / float64(len(others))
+			if i < per {
+				region0 += d / per
+			} else {
+				rest += d / float64(len(others)-per)
+			}
 		}
 		if withLossy {
-			rs := res.recv[n-1].JSON.Report.Stats
-			t.Logf("%s: the lossy receiver finished in %.2fs (NAKs sent %d, repairs kept %d, rebuilt %d)", label, res.recv[n-1].JSON.DurationSec, rs.NAKsSent, rs.RepairPackets, rs.BlocksRebuilt)
+			p := &res.recv[n-1]
+			rs := p.JSON.Report.Stats
+			t.Logf("%s: the extra receiver (loss %.1f%%) finished in %.2fs (cpu %.2fs; NAKs sent %d, repairs kept %d, rebuilt %d)",
+				label, float64(lossyPer)/10, p.JSON.DurationSec, (p.UserCPU + p.SysCPU).Seconds(), rs.NAKsSent, rs.RepairPackets, rs.BlocksRebuilt)
 		}
-		t.Logf("%s: the other %d receivers finished in %.3fs on average, %.3fs at most", label, len(others), f.mean, f.max)
-		return f
+		t.Logf("%s: the other %d receivers finished in %.3fs on average: %.3fs in region 0 (the lossy receiver's), %.3fs in the others (machine %.0f%% busy)",
+			label, len(others), mean, region0, rest, 100*res.busy)
+		return mean
 	}
-	// Twice each, alternating (without, with, with, without), so that a
-	// drift of the machine's load over the test weighs on both alike.
-	var without, with []finish
-	without = append(without, run("without-1", false))
-	with = append(with, run("with-1", true))
-	with = append(with, run("with-2", true))
-	without = append(without, run("without-2", false))
-	for r, s := range servers {
-		stopServer(t, fmt.Sprintf("server-%d", r), s)
-	}
-	avg := func(fs []finish, f func(finish) float64) float64 {
-		var s float64
-		for _, x := range fs {
-			s += f(x)
+	var without, with, clean []float64
+	seq := strings.Fields(cmp.Or(os.Getenv("MCP_TREE_SEQ"), "without with with without without with"))
+	for i, what := range seq {
+		label := fmt.Sprintf("%s-%d", what, i)
+		switch what {
+		case "without":
+			without = append(without, run(label, -1))
+		case "with":
+			with = append(with, run(label, 200))
+		case "clean":
+			clean = append(clean, run(label, 0))
+		default:
+			t.Fatalf("MCP_TREE_SEQ: unknown run %q", what)
 		}
-		return s / float64(len(fs))
 	}
-	mean := func(f finish) float64 { return f.mean }
-	worst := func(f finish) float64 { return f.max }
-	wm, wom := avg(with, mean), avg(without, mean)
-	wx, wox := avg(with, worst), avg(without, worst)
-	t.Logf("other receivers' finish time: mean %.3fs with the lossy receiver, %.3fs without (%+.1f%%); worst %.3fs with, %.3fs without (%+.1f%%)",
-		wm, wom, 100*(wm/wom-1), wx, wox, 100*(wx/wox-1))
-	if wm > 1.10*wom {
-		t.Errorf("the other receivers' mean finish time grew %.1f%% with the lossy receiver (%.3fs vs %.3fs), want at most 10%%", 100*(wm/wom-1), wm, wom)
+	if len(with) == 0 || len(without) == 0 {
+		t.Fatalf("MCP_TREE_SEQ %q: need at least one run with and one without", seq)
+	}
+	median := func(xs []float64) float64 {
+		xs = slices.Clone(xs)
+		slices.Sort(xs)
+		if n := len(xs); n%2 == 0 {
+			return (xs[n/2-1] + xs[n/2]) / 2
+		}
+		return xs[len(xs)/2]
+	}
+	mw, mwo := median(with), median(without)
+	t.Logf("other receivers' finish time, run by run: with the lossy receiver %.3f, without %.3f, with it lossless %.3f; medians %.3fs with, %.3fs without: %+.1f%%",
+		with, without, clean, mw, mwo, 100*(mw/mwo-1))
+	if mw > 1.10*mwo {
+		t.Errorf("the other receivers' finish time grew %.1f%% with the lossy receiver (median %.3fs vs %.3fs), want at most 10%%", 100*(mw/mwo-1), mw, mwo)
 	}
 }
 
@@ -656,4 +738,72 @@ func counted(t *testing.T, h *lab.Host) []uint64 {
 		}
 	}
 	return n
+}
+
+// TestTreeSecondSession: a repair server serves one session after
+// another (issue 3, point 1). The receivers of the second session start
+// (as they should) before its sender, while the server is announcing the
+// first session in its region, its sender gone; they must still receive
+// the second session, and the sender must count each of them once.
+//
+// Known bugs, reported and not fixed here, so the test skips unless
+// MCP_TREE_KNOWN_BUGS=1: a receiver takes the first session it hears
+// announced, and hears the server's ANNOUNCE of the old session first
+// ("new file": the receivers write the first file); a session's ID is its
+// manifest's hash, so the same file sent again is the same session to the
+// server, which adds the second send's receivers to the first's and
+// reports both upstream ("same file": the sender counts 4 complete for 2
+// receivers, so --expect is met early).
+func TestTreeSecondSession(t *testing.T) {
+	if os.Getenv("MCP_TREE_KNOWN_BUGS") != "1" {
+		t.Skip("known bugs (a receiver adopts a session its repair server announces from cache, and a resent file is the same session): set MCP_TREE_KNOWN_BUGS=1 to run")
+	}
+	needMCP(t)
+	for _, tc := range []struct {
+		name string
+		same bool
+	}{{"new file", false}, {"same file", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := lab.New(t, lab.Options{Hosts: 4})
+			data := group(l, 213, 1, 7700)
+			region := group(l, 214, 1, 7800)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			setLoss(t, 10, l.Hosts[2:]...)
+			srv := treeServer{name: "server", h: l.Hosts[1], args: []string{"--serve", region.String()},
+				join: []netip.Addr{data.Addr(), region.Addr()}}.start(t, ctx, data)
+			defer stopServer(t, "server", srv)
+			repair := []string{"--repair", region.String()}
+			name, want := bigFile(t, 4<<20)
+			for i := range 2 {
+				label := fmt.Sprintf("session-%d", i+1)
+				if i == 1 && !tc.same {
+					name, want = bigFile(t, 4<<20)
+				}
+				tr := treeRun{label: label, sender: l.Hosts[0], group: data, paths: []string{name}, timeout: 20 * time.Second,
+					sendArgs: []string{"--expect", "2"}, recvs: []treeRecv{{h: l.Hosts[2], args: repair}, {h: l.Hosts[3], args: repair}}}
+				if i == 1 {
+					// Receivers first, as the README says, and long enough
+					// before the sender to hear the server's announce of
+					// the first session (every second, from a second after
+					// its sender left).
+					time.Sleep(2 * time.Second)
+					tr.senderDelay = 1500 * time.Millisecond
+				}
+				res := tr.run(t, ctx)
+				res.log(t, label)
+				res.check(t, label, want)
+				for j := range res.recv {
+					if got, want := res.recv[j].JSON.Report.Session, res.send.JSON.Report.Session; got != want {
+						t.Errorf("%s: receiver %d received session %s, want the sender's %s", label, j, got, want)
+					}
+				}
+				for _, rc := range res.send.JSON.Report.Stats.Regions {
+					if rc.Complete+rc.Failed != 2 {
+						t.Errorf("%s: sender: region %q reported %d complete, %d failed; want 2 receivers", label, rc.Region, rc.Complete, rc.Failed)
+					}
+				}
+			}
+		})
+	}
 }

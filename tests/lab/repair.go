@@ -33,6 +33,8 @@ type Repair struct {
 	SummaryErr      error  // stdout's last line was not the summary
 	Stdout          string // raw
 	Stderr          string // the last 4 KiB
+	// UserCPU and SysCPU are the CPU time the process used.
+	UserCPU, SysCPU time.Duration
 
 	cmd  interface{ Signal(os.Signal) error }
 	done chan struct{}
@@ -74,6 +76,7 @@ func StartRepair(ctx context.Context, bin string, h *Host, args []string, logFil
 		}
 		if cmd.ProcessState != nil {
 			r.ExitCode = cmd.ProcessState.ExitCode()
+			r.UserCPU, r.SysCPU = cmd.ProcessState.UserTime(), cmd.ProcessState.SystemTime()
 		}
 		r.Stdout, r.Stderr = stdout.String(), stderr.String()
 		r.SummaryErr = decodeOne(stdout.Bytes(), &r.Summary)
