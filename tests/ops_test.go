@@ -118,10 +118,12 @@ func waitForFile(t *testing.T, path string, d time.Duration) {
 	}
 }
 
-// TestExitCodesReal: exit 4 when a real SIGTERM interrupts a receive
-// (no partial file left), exit 3 when "send --expect 2" hears only one
-// receiver, exit 0 and 2 as the unit tests check (cmd/mcp covers 1, 2
-// and 5 in process).
+// TestExitCodesReal: every exit code from real processes: 1 when
+// --timeout passes, 2 on a usage error, 3 when "send --expect 2" hears
+// only one receiver (and 0 for that receiver), 4 when a real SIGTERM
+// interrupts a receive and a send (nothing left in place), 5 when a
+// receiver refuses a session (and 0 for its sender). cmd/mcp tests the
+// same codes in process.
 func TestExitCodesReal(t *testing.T) {
 	needMCP(t)
 	src := filepath.Join(t.TempDir(), "f.bin")
@@ -140,12 +142,53 @@ func TestExitCodesReal(t *testing.T) {
 		if code := recv.wait(t, 10*time.Second); code != 4 {
 			t.Errorf("receive after SIGTERM: exit code %d, want 4; stderr:\n%s", code, recv.stderr.String())
 		}
-		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
-			t.Errorf("%d entries left in --dir after SIGTERM, want none", len(ents))
+		// Nothing under its final name. What was received is kept for a
+		// resume: hidden temporaries (.mcp-*.part) and the checkpoint
+		// directory (.mcp-state).
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), ".mcp-") {
+				t.Errorf("%s left in place after SIGTERM", e.Name())
+			}
+		}
+		if !strings.Contains(recv.stderr.String(), "kept for a resume") {
+			t.Errorf("stderr does not say what was kept:\n%s", recv.stderr.String())
 		}
 		send.signal(t, syscall.SIGTERM)
 		if code := send.wait(t, 10*time.Second); code != 4 {
 			t.Errorf("send after SIGTERM: exit code %d, want 4; stderr:\n%s", code, send.stderr.String())
+		}
+	})
+
+	t.Run("1 on --timeout", func(t *testing.T) {
+		p := startMCP(t, append([]string{"receive", "--group", loGroup(t), "--dir", t.TempDir(), "--timeout", "300ms"}, lo...)...)
+		if code := p.wait(t, 10*time.Second); code != 1 {
+			t.Errorf("receive with nothing sent: exit code %d, want 1; stderr:\n%s", code, p.stderr.String())
+		}
+	})
+
+	t.Run("2 on a usage error", func(t *testing.T) {
+		p := startMCP(t, append([]string{"send", "--rate", "fast"}, append(lo, src)...)...)
+		if code := p.wait(t, 10*time.Second); code != 2 || !strings.Contains(p.stderr.String(), `bad rate "fast"`) {
+			t.Errorf("send --rate fast: exit code %d, want 2; stderr:\n%s", code, p.stderr.String())
+		}
+	})
+
+	t.Run("5 on a refused session, 0 for the sender", func(t *testing.T) {
+		small := filepath.Join(t.TempDir(), "s.bin")
+		writeRandom(t, small, 100<<10)
+		g, dir := loGroup(t), t.TempDir()
+		recv := startMCP(t, append([]string{"receive", "--group", g, "--dir", dir, "--timeout", "30s", "--max-bytes", "64K"}, lo...)...)
+		time.Sleep(200 * time.Millisecond)
+		send := startMCP(t, append(append([]string{"send", "--group", g, "--linger", "300ms"}, lo...), small)...)
+		if code := recv.wait(t, 20*time.Second); code != 5 || !strings.Contains(recv.stderr.String(), "raise --max-bytes") {
+			t.Errorf("receive --max-bytes 64K of 100 KiB: exit code %d, want 5; stderr:\n%s", code, recv.stderr.String())
+		}
+		if code := send.wait(t, 20*time.Second); code != 0 {
+			t.Errorf("send: exit code %d, want 0; stderr:\n%s", code, send.stderr.String())
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("%d entries written by a refused session, want none", len(ents))
 		}
 	})
 
