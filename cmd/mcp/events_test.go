@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -230,4 +233,65 @@ func TestSendJSONEventsMetrics(t *testing.T) {
 	if res := decodeResult(t, r.stdout); !res.OK {
 		t.Errorf("summary not ok: %+v", res)
 	}
+}
+
+// TestReceiveJSONInterrupted: a receive stopped by a signal mid-session
+// (its context cancelled, as main does) ends its events with
+// session_failed, reason "interrupted", and exits 4.
+func TestReceiveJSONInterrupted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	src, _ := writeTestFile(t, 2<<20)
+	group := loopbackGroup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"receive", "--interface", "lo", "--group", group, "--ttl", "0", "--dir", t.TempDir(), "--json"}, &out, &errOut)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	sctx, scancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer scancel()
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		run(sctx, []string{"send", "--interface", "lo", "--group", group, "--ttl", "0", "--rate", "8M", "--quiet", src}, io.Discard, io.Discard)
+	}()
+	defer func() { scancel(); <-sent }()
+	waitFor(t, 10*time.Second, "manifest_known", func() bool { return strings.Contains(out.String(), `"manifest_known"`) })
+	cancel()
+	var code int
+	select {
+	case code = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("receive did not stop")
+	}
+	if code != exitSignal {
+		t.Errorf("exit code %d, want %d; stderr:\n%s", code, exitSignal, errOut.String())
+	}
+	events, _ := decodeLines(t, out.String())
+	last := events[len(events)-1]
+	if last.Event != string(rmtp.EventSessionFailed) || last.Reason != rmtp.ReasonInterrupted || last.Session == "" {
+		t.Errorf("last event %+v, want session_failed, interrupted", last)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

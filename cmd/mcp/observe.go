@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/spf13/cobra"
@@ -69,4 +71,14 @@ func sendReason(err error) string {
 		return "unconfirmed"
 	}
 	return rmtp.ReasonOf(err)
+}
+
+// receiveStopped writes the session_failed line of a receive that a
+// signal or --timeout stopped mid-session. The engine reports its own
+// failures; it never sees these.
+func (ew *eventWriter) receiveStopped(rep rmtp.ReceiveReport, err error) {
+	if ew == nil || rep.Session == "" || !(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return
+	}
+	ew.event(rmtp.Event{Type: rmtp.EventSessionFailed, Session: rep.Session, Reason: rmtp.ReasonOf(err), Error: err.Error()})
 }

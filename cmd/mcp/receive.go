@@ -179,6 +179,7 @@ func runReceive(cmd *cobra.Command, f *receiveFlags) error {
 		return err
 	}()
 	if f.out.json {
+		ev.receiveStopped(rep, err)
 		return ev.summary(err, rep.Files, rep.Bytes, rep.Duration, rep.GoodputBitsPerSec, rep)
 	}
 	if err == nil && !f.out.quiet {
