@@ -19,13 +19,14 @@ const maxRecordFile = MaxManifest + 64<<20
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 
-// Open returns a store in dir, creating it (mode 0700) if needed.
+// Open returns a store in dir. The directory is created (mode 0700) by
+// the first Save, so a process that never saves leaves nothing behind.
 func Open(dir string) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("checkpoint: no state directory")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("checkpoint: create state directory: %w", err)
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("checkpoint: state directory %s is not a directory", dir)
 	}
 	return &Store{Dir: dir}, nil
 }
@@ -44,6 +45,9 @@ func (s *Store) Save(name string, r *Record) error {
 	p, err := s.path(name)
 	if err != nil {
 		return err
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("checkpoint: create state directory: %w", err)
 	}
 	f, err := os.CreateTemp(s.Dir, "."+name+".tmp-*")
 	if err != nil {
@@ -120,6 +124,9 @@ func (s *Store) Remove(name string) error {
 // Names lists the records in the store.
 func (s *Store) Names() ([]string, error) {
 	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}

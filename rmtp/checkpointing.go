@@ -143,7 +143,12 @@ func (c *checkpointer) remove(id wire.SessionID) {
 	if err := c.store.Remove(id.String()); err != nil {
 		c.logger.Warn("remove checkpoint", "err", err)
 	}
-	os.Remove(c.store.Dir) // only if empty
+}
+
+// tidy removes the state directory if nothing is left in it.
+func (c *checkpointer) tidy() {
+	c.wait()
+	os.Remove(c.store.Dir) // fails unless empty
 }
 
 // stateDirIn returns the name of the state directory relative to dir,

@@ -215,6 +215,9 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 		opts.Progress(r.Progress())
 	}
 	id, haveSession := r.Session()
+	if ck != nil {
+		defer ck.tidy()
+	}
 	if err != nil {
 		kept := false
 		if ck != nil && resumable(err) && r.Checkpoint() != nil {
