@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,5 +283,62 @@ func TestDaemonMaxSessions(t *testing.T) {
 	h.mu.Unlock()
 	if skipped == 0 {
 		t.Errorf("no session_skipped event while the daemon was full")
+	}
+}
+
+// TestDaemonConcurrentSessions: two senders at once, two different
+// sessions; the daemon receives both at the same time.
+func TestDaemonConcurrentSessions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses real sockets")
+	}
+	var maxActive atomic.Int64
+	h := startDaemon(t, rand.Uint64(), DaemonOptions{MaxSessions: 2, Stats: func(s DaemonStats) {
+		if int64(s.Active) > maxActive.Load() {
+			maxActive.Store(int64(s.Active))
+		}
+	}})
+	src := t.TempDir()
+	want := [][]byte{writeFileT(t, src, "one.bin", 6, 2<<20), writeFileT(t, src, "two.bin", 7, 2<<20+1)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, name := range []string{"one.bin", "two.bin"} {
+		wg.Go(func() {
+			// 2 MiB at 20 Mbit/s: about 0.8 s each, overlapping.
+			_, errs[i] = Send(ctx, SendOptions{Net: h.net, Paths: []string{filepath.Join(src, name)},
+				Sender: SenderConfig{Linger: 500 * time.Millisecond, RateBitsPerSec: 20e6, FixedRate: true, Mode: wire.ModeReliable}})
+		})
+	}
+	a, b := h.waitSession(t), h.waitSession(t)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("send %d: %v", i, err)
+		}
+	}
+	if a.Err != nil || b.Err != nil {
+		t.Fatalf("sessions ended with %v and %v", a.Err, b.Err)
+	}
+	h.stop(t)
+	if got := maxActive.Load(); got != 2 {
+		t.Errorf("at most %d sessions active at once, want 2", got)
+	}
+	for i, name := range []string{"one.bin", "two.bin"} {
+		got, err := os.ReadFile(filepath.Join(h.dir, name))
+		if err != nil || !bytes.Equal(got, want[i]) {
+			t.Errorf("%s: %v, or contents differ", name, err)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range h.events {
+		if e.Type == EventSessionSkipped {
+			t.Errorf("session skipped with MaxSessions 2: %+v", e)
+		}
+	}
+	if h.rep.Stats.Skipped != 0 {
+		t.Errorf("%d skipped", h.rep.Stats.Skipped)
 	}
 }
