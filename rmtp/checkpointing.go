@@ -166,3 +166,55 @@ func stateDirIn(dir, state string) string {
 func resumable(err error) bool {
 	return !errors.Is(err, ErrRefused) && !errors.Is(err, ErrIntegrity)
 }
+
+// DefaultSendCheckpointInterval is how often a sender saves its stream
+// position: a position costs no data fsync, only a small file, and a
+// resumed sender repeats at most this much of the stream.
+const DefaultSendCheckpointInterval = 100 * time.Millisecond
+
+// Position returns the resume point: every block before (obj, blk) has
+// been sent in full.
+func (s *Sender) Position() (obj, blk uint32) { return s.pos.obj, s.pos.blk }
+
+// sendCheckpointer saves a sender's position off its engine goroutine.
+type sendCheckpointer struct {
+	checkpointer
+	session wire.SessionID
+	epoch   uint32
+	lastPos [2]uint32
+}
+
+func (c *sendCheckpointer) record(s *Sender) *checkpoint.Record {
+	obj, blk := s.Position()
+	return &checkpoint.Record{Kind: checkpoint.KindSender, Session: c.session, Epoch: c.epoch, PosObject: obj, PosBlock: blk}
+}
+
+// maybe saves the position when the interval passed and it moved.
+func (c *sendCheckpointer) maybe(now time.Time, s *Sender) {
+	c.poll()
+	if c.inflight != nil || now.Sub(c.last) < c.interval {
+		return
+	}
+	c.last = now
+	obj, blk := s.Position()
+	if [2]uint32{obj, blk} == c.lastPos {
+		return
+	}
+	c.lastPos = [2]uint32{obj, blk}
+	rec := c.record(s)
+	ch := make(chan error, 1)
+	c.inflight = ch
+	go func() { ch <- c.store.Save(c.session.String(), rec) }()
+}
+
+// resumePoint loads a sender's checkpoint for session id.
+func (c *sendCheckpointer) resumePoint(id wire.SessionID) (*checkpoint.Record, error) {
+	rec, err := c.store.Load(id.String())
+	if err != nil {
+		return nil, err
+	}
+	if rec.Kind != checkpoint.KindSender || rec.Session != id {
+		return nil, fmt.Errorf("checkpoint %s is not this session's sender record", id)
+	}
+	return rec, nil
+}

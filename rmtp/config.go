@@ -103,6 +103,12 @@ type SenderConfig struct {
 	// are waiting learn the session before its first block. 0 by default;
 	// Send uses twice the relay renewal period with RelayListen.
 	StartDelay time.Duration
+	// StartObject and StartBlock resume a session (send --resume): the
+	// first pass begins at that block, every block before it having been
+	// sent by the run that crashed. Epoch is that run's epoch plus one
+	// (RepairerConfig.Epoch).
+	StartObject, StartBlock uint32
+	Epoch                   uint32
 	// Source is this process's source ID. If zero, random.
 	Source uint32
 	// Rand is unused by the sender today; reserved for jitter.

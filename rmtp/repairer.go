@@ -21,6 +21,11 @@ type RepairerConfig struct {
 	// Proactive parity symbols 0..Proactive-1 went out with every block
 	// in the first pass; repairs start after them.
 	Proactive int
+	// Epoch counts restarts of the sender (--resume): the parity symbols
+	// it sent before a crash are not remembered, so an odd epoch starts
+	// its repairs half way up the parity range, away from the ones the
+	// receivers may already hold.
+	Epoch uint32
 	// BackoffFactor sets the aggregation window: NAKs for one block are
 	// gathered for BackoffFactor GRTTs, one receiver NAK slot window. If
 	// zero, DefaultBackoffFactor.
@@ -251,12 +256,16 @@ func (r *Repairer) HandleTimer(now time.Time) {
 // queueRepair turns a bucket into a job.
 func (r *Repairer) queueRepair(b *bucket) {
 	h := r.history[b.key]
+	k := r.lay.blockSymbols(r.cfg.Sizes[b.key.obj], b.key.blk)
 	if h == nil {
 		h = &repairHist{nextParity: r.cfg.Proactive}
+		if r.cfg.Epoch%2 == 1 {
+			h.nextParity += max(fec.MaxParity(k)-r.cfg.Proactive, 0) / 2
+		}
 		r.history[b.key] = h
 	}
 	r.stats.RepairRounds++
-	j := &repairJob{key: b.key, k: r.lay.blockSymbols(r.cfg.Sizes[b.key.obj], b.key.blk)}
+	j := &repairJob{key: b.key, k: k}
 	r.grow(j, h, b.need, b.mask[:])
 	h.job = j
 	r.jobs = append(r.jobs, j)

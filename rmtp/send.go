@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -24,6 +25,12 @@ type SendOptions struct {
 	K int
 	// Sender tunes the engine; its DataGroup is filled in by Send.
 	Sender SenderConfig
+	// StateDir, if set, holds the sender's checkpoint: its stream
+	// position, saved every DefaultSendCheckpointInterval and removed when
+	// the send succeeds. Resume takes it up: the same files make the same
+	// session, and the first pass continues where the crashed run was.
+	StateDir string
+	Resume   bool
 	// RelayListen, if set, is a unicast address where relay repair
 	// servers subscribe (relay.go): every packet sent to the group is
 	// copied to each of them.
@@ -150,6 +157,28 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	wconn := seal(conn)
 	cfg := opts.Sender
 	cfg.DataGroup = rn.data
+	var ck *sendCheckpointer
+	if opts.StateDir != "" {
+		base, err := newCheckpointer(opts.StateDir, DefaultSendCheckpointInterval, logger)
+		if err != nil {
+			return rep, err
+		}
+		ck = &sendCheckpointer{checkpointer: *base, session: wire.SessionIDOf(m.Append(nil))}
+		defer ck.tidy()
+		if opts.Resume {
+			rec, err := ck.resumePoint(ck.session)
+			switch {
+			case err == nil:
+				cfg.StartObject, cfg.StartBlock, cfg.Epoch = rec.PosObject, rec.PosBlock, rec.Epoch+1
+				logger.Info("resuming session", "session", ck.session, "object", rec.PosObject, "block", rec.PosBlock, "epoch", cfg.Epoch)
+			case errors.Is(err, fs.ErrNotExist):
+				logger.Warn("no checkpoint to resume: sending from the start", "session", ck.session, "state_dir", opts.StateDir)
+			default:
+				return rep, fmt.Errorf("--resume: %w (delete it to send from the start)", err)
+			}
+		}
+		ck.epoch = cfg.Epoch
+	}
 	if opts.RelayListen.IsValid() && cfg.StartDelay == 0 {
 		cfg.StartDelay = 2 * relayRenew
 	}
@@ -198,6 +227,9 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 		outgoing: func(t time.Time) error {
 			var err error
 			out, err = writeOutgoing(s, wconn, out, t, now, relay)
+			if ck != nil {
+				ck.maybe(t, s)
+			}
 			if err != nil {
 				return fmt.Errorf("send on %s: %w", rn.ifi.Name, err)
 			}
@@ -226,6 +258,14 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	err = l.run(ctx)
 	if err == nil {
 		err = s.Err()
+	}
+	if ck != nil {
+		ck.wait()
+		if err == nil {
+			ck.remove(ck.session)
+		} else if serr := ck.store.Save(ck.session.String(), ck.record(s)); serr != nil {
+			logger.Warn("final checkpoint", "err", serr)
+		}
 	}
 	rep.Duration = now().Sub(start)
 	rep.Stats = s.Stats()

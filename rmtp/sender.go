@@ -142,12 +142,25 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		s.nblocks = append(s.nblocks, s.lay.blocks(sz))
 	}
 	s.cache.init(32, m.K, m.SymbolSize)
+	if cfg.StartObject > 0 || cfg.StartBlock > 0 {
+		start := blockKey{cfg.StartObject, cfg.StartBlock}
+		if last := uint32(len(s.sizes) - 1); start.obj > last {
+			// The crashed run had sent everything: send the last block
+			// again, then the end of the stream, and serve repairs.
+			start = blockKey{last, s.nblocks[last] - 1}
+		}
+		if start.blk >= s.nblocks[start.obj] {
+			return nil, fmt.Errorf("sender: resume position object %d block %d is not in the session", start.obj, start.blk)
+		}
+		s.pos = start
+	}
 	s.hdr = wire.Header{Session: s.session, Source: cfg.Source}
 	s.rep, err = NewRepairer(RepairerConfig{
 		SymbolSize:    int(m.SymbolSize),
 		K:             int(m.K),
 		Sizes:         s.sizes,
 		Proactive:     cfg.Proactive,
+		Epoch:         cfg.Epoch,
 		BackoffFactor: cfg.BackoffFactor,
 		Header:        s.hdr,
 		Group:         cfg.DataGroup,

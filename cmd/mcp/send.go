@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -29,6 +31,8 @@ type sendFlags struct {
 	repairShare float64
 
 	relayListen string // --relay-listen
+	resume      bool   // --resume
+	stateDir    string // --state-dir
 }
 
 func newSendCmd() *cobra.Command {
@@ -81,6 +85,10 @@ exits 3 and says how many confirmed.`,
 		"give up after this long (exit 3 with --expect, else 1); 0: no limit")
 	fs.Float64Var(&f.repairShare, "repair-share", rmtp.DefaultRepairShare,
 		"largest share of --rate that repairs take while new data waits, in (0, 1]; after the first pass repairs may use the whole rate")
+	fs.BoolVar(&f.resume, "resume", false,
+		"continue the session these files make from where a crashed or interrupted send stopped (its checkpoint in --state-dir)")
+	fs.StringVar(&f.stateDir, "state-dir", "",
+		"where the sender keeps its checkpoint (default: the user cache directory, e.g. ~/.cache/mcp/send; \"none\": no checkpoint)")
 	fs.StringVar(&f.relayListen, "relay-listen", "",
 		"accept relay repair servers (mcp repair --relay) at this unicast IP:PORT and copy the stream to each over UDP, for sites the group does not reach")
 	addMetricsFlag(cmd)
@@ -175,6 +183,13 @@ func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 		if opts.RelayListen, err = parseRelayListen(f.relayListen); err != nil {
 			return err
 		}
+		if opts.StateDir, err = sendStateDir(f.stateDir); err != nil {
+			return err
+		}
+		opts.Resume = f.resume
+		if f.resume && opts.StateDir == "" {
+			return usageErrorf("--resume needs a checkpoint: not with --state-dir none")
+		}
 		if opts.Logger, err = f.out.logger(cmd, stderr); err != nil {
 			return err
 		}
@@ -241,4 +256,20 @@ func parseRelayListen(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, usageErrorf("bad --relay-listen %q: want a unicast IP:PORT of this host, e.g. 10.0.0.5:7900", s)
 	}
 	return ap, nil
+}
+
+// sendStateDir returns the sender's state directory: flag, or the user
+// cache directory's mcp/send; "" for none.
+func sendStateDir(flag string) (string, error) {
+	switch flag {
+	case "none":
+		return "", nil
+	case "":
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("no user cache directory for the sender's checkpoint (%w): pass --state-dir DIR, or --state-dir none", err)
+		}
+		return filepath.Join(dir, "mcp", "send"), nil
+	}
+	return flag, nil
 }
