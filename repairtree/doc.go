@@ -53,6 +53,10 @@
 //   - Caches are files named by object number under the cache directory,
 //     never by manifest paths. A session is forgotten, and its cache
 //     removed, an hour after the last packet or NAK for it (SessionTTL).
-//     Until checkpoints exist (issue 4) a restarted server clears old
-//     caches instead of serving them.
+//   - Every second the checkpoint of each session whose cache grew is
+//     saved beside it (persist.go), objects fsynced first. A restarted
+//     server reads every block its checkpoints name back, keeps those
+//     whose CRC-32C matches, serves them at once and announces the
+//     sessions in its region; a session folder without a usable
+//     checkpoint is removed, never served.
 package repairtree

@@ -66,6 +66,15 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 		return Stats{}, err
 	}
 	cfg = srv.cfg
+	saved, err := cache.Saved(logger)
+	if err != nil {
+		return Stats{}, err
+	}
+	for _, rec := range saved {
+		if err := srv.Restore(now(), rec); err != nil {
+			logger.Warn("cached session not restored; removing it", "err", err)
+		}
+	}
 
 	var inputs []rmtp.Input
 	var conns []*rmtp.UDPConn
@@ -117,7 +126,27 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 	drops := make(map[string]uint64)
 	out := make([]rmtp.Datagram, 0, rmtp.DefaultBatch)
 	var viaRelay []rmtp.Datagram
-	var lastStats time.Time
+	var lastStats, lastSave time.Time
+	var saving chan error
+	collect := func(wait bool) {
+		if saving == nil {
+			return
+		}
+		select {
+		case err := <-saving:
+			saving = nil
+			if err != nil {
+				logger.Warn("cache checkpoint not saved", "err", err)
+			}
+		default:
+			if wait {
+				if err := <-saving; err != nil {
+					logger.Warn("cache checkpoint not saved", "err", err)
+				}
+				saving = nil
+			}
+		}
+	}
 	var relayOut rmtp.PacketConn
 	if relay != nil {
 		relayOut = nw.Sealed(relay)
@@ -164,6 +193,14 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 				}
 				t = now()
 			}
+			if collect(false); saving == nil && t.Sub(lastSave) >= DefaultCheckpointInterval {
+				lastSave = t
+				if jobs := srv.dirty(); len(jobs) > 0 {
+					ch := make(chan error, 1)
+					saving = ch
+					go func() { ch <- save(jobs) }()
+				}
+			}
 			if opts.OnStats != nil && t.Sub(lastStats) >= 100*time.Millisecond {
 				lastStats = t
 				opts.OnStats(srv.Stats())
@@ -172,6 +209,10 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 		},
 	}
 	err = d.Run(ctx)
+	collect(true)
+	if serr := save(srv.dirty()); serr != nil {
+		logger.Warn("cache checkpoint not saved", "err", serr)
+	}
 	st := srv.Stats()
 	if opts.OnStats != nil {
 		opts.OnStats(st)

@@ -69,7 +69,8 @@ type session struct {
 	region       rmtp.Completions
 	reports      int // aggregate reports left to send
 	nextReport   time.Time
-	done         bool // the cache is complete (logged once)
+	done         bool   // the cache is complete (logged once)
+	savedBytes   uint64 // cache bytes the last checkpoint named (persist.go)
 	retired      rmtp.RepairStats
 }
 

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"net/netip"
+	"time"
 
 	"github.com/mcp-dev/mcp/checkpoint"
 	"github.com/mcp-dev/mcp/rmtp/wire"
-	"time"
 )
 
 // Receiver resume (DESIGN.md, "Checkpoints"). A receiver's driver saves
@@ -229,4 +230,29 @@ func (r *Receiver) forget(rs ResumableStore, obj uint32) {
 	if err := rs.Forget(obj); err != nil {
 		r.fail(err)
 	}
+}
+
+// Restore takes up a session from a checkpoint at once, without waiting
+// for an ANNOUNCE: a repair server restarted after the sender left still
+// has every session it cached. It fails if the record cannot be used.
+func (r *Receiver) Restore(now time.Time, rec *checkpoint.Record) error {
+	if r.haveSession {
+		return fmt.Errorf("receiver: restore: a session is already adopted")
+	}
+	var p wire.Packet
+	if err := p.Announce.Parse(rec.Announce); err != nil {
+		return fmt.Errorf("checkpoint's ANNOUNCE: %w", err)
+	}
+	p.Type, p.Session = wire.TypeAnnounce, rec.Session
+	resume := r.cfg.Resume
+	r.cfg.Resume = func(wire.SessionID) (*checkpoint.Record, error) { return rec, nil }
+	r.HandlePacket(now, netip.AddrPort{}, &p)
+	r.cfg.Resume = resume
+	switch {
+	case r.err != nil:
+		return r.err
+	case r.resumeRec == nil:
+		return fmt.Errorf("checkpoint of session %x was not taken up", rec.Session)
+	}
+	return nil
 }
