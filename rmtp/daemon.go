@@ -167,6 +167,7 @@ func ReceiveDaemon(ctx context.Context, opts DaemonOptions) (DaemonReport, error
 	d.sessions = make(map[wire.SessionID]*dsession)
 	d.completed = make(map[wire.SessionID]struct{})
 	d.cooldown = make(map[wire.SessionID]time.Time)
+	d.skipped = make(map[wire.SessionID]time.Time)
 	d.stats.Totals.Drops = make(map[string]uint64)
 
 	dataConn, err := rn.open(rn.data)
@@ -239,8 +240,9 @@ type daemon struct {
 
 	sessions  map[wire.SessionID]*dsession
 	completed map[wire.SessionID]struct{}
-	doneOrder []wire.SessionID // completed, oldest first, to bound the set
-	cooldown  map[wire.SessionID]time.Time
+	doneOrder []wire.SessionID             // completed, oldest first, to bound the set
+	cooldown  map[wire.SessionID]time.Time // failed: not taken again before then
+	skipped   map[wire.SessionID]time.Time // skipped while full: not logged again before then
 
 	stash     []stashed
 	stashSize int
@@ -292,22 +294,45 @@ func (d *daemon) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 		delete(d.cooldown, p.Session)
 	}
 	if len(d.sessions) >= d.max {
+		// Not taken now; taken at its next ANNOUNCE once a slot is free.
+		// Logged and counted once per retry period.
+		if until, ok := d.skipped[p.Session]; ok && now.Before(until) {
+			return
+		}
 		d.stats.Skipped++
-		d.cooldown[p.Session] = now.Add(d.retry)
+		setUntil(d.skipped, p.Session, now.Add(d.retry), now)
 		d.logger.Warn("session not taken: the daemon is receiving as many sessions as --max-sessions allows; it is taken if still announced once one ends",
 			"session", p.Session, "max_sessions", d.max, "active", len(d.sessions))
 		d.emit(Event{Type: EventSessionSkipped, Session: p.Session.String(), Reason: ReasonMaxSessions,
 			Error: fmt.Sprintf("receiving %d sessions already (--max-sessions %d)", len(d.sessions), d.max)})
 		return
 	}
+	delete(d.skipped, p.Session)
 	d.startSession(now, from, p)
+}
+
+// setUntil sets m[id] = until, first forgetting expired entries when m
+// has grown to daemonRemember, and everything if that is not enough: the
+// maps stay bounded even when ANNOUNCEs of made-up sessions flood in.
+func setUntil(m map[wire.SessionID]time.Time, id wire.SessionID, until, now time.Time) {
+	if len(m) >= daemonRemember {
+		for k, u := range m {
+			if !now.Before(u) {
+				delete(m, k)
+			}
+		}
+		if len(m) >= daemonRemember {
+			clear(m)
+		}
+	}
+	m[id] = until
 }
 
 func (d *daemon) startSession(now time.Time, from netip.AddrPort, p *wire.Packet) {
 	id := p.Session
 	store, err := NewFileStore(d.opts.Dir)
 	if err != nil {
-		d.cooldown[id] = now.Add(d.retry)
+		setUntil(d.cooldown, id, now.Add(d.retry), now)
 		d.stats.Failed++
 		d.logger.Error("session not started", "session", id, "err", err)
 		d.emit(Event{Type: EventSessionFailed, Session: id.String(), Reason: ReasonOf(err), Error: err.Error()})
@@ -432,7 +457,7 @@ func (d *daemon) retire(now time.Time, s *dsession, err error) {
 			d.logger.Warn("cleanup", "session", s.id, "err", aerr)
 		}
 		d.stats.Failed++
-		d.cooldown[s.id] = now.Add(d.retry)
+		setUntil(d.cooldown, s.id, now.Add(d.retry), now)
 		d.logger.Warn("session ended incomplete; partial files removed", "session", s.id, "err", err)
 	} else {
 		d.stats.Completed++
@@ -474,15 +499,6 @@ func (d *daemon) remember(id wire.SessionID) {
 	if len(d.doneOrder) > daemonRemember {
 		delete(d.completed, d.doneOrder[0])
 		d.doneOrder = d.doneOrder[1:]
-	}
-	// Keep the cooldown map from growing without bound too.
-	if len(d.cooldown) > daemonRemember {
-		now := d.now()
-		for k, until := range d.cooldown {
-			if now.After(until) {
-				delete(d.cooldown, k)
-			}
-		}
 	}
 }
 

@@ -241,7 +241,7 @@ func TestDaemonMaxSessions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("uses real sockets")
 	}
-	h := startDaemon(t, rand.Uint64(), DaemonOptions{MaxSessions: 1, RetryAfter: 100 * time.Millisecond})
+	h := startDaemon(t, rand.Uint64(), DaemonOptions{MaxSessions: 1}) // the default RetryAfter (30 s) must not delay it
 	src := t.TempDir()
 	writeFileT(t, src, "slow.bin", 4, 1<<20)
 	writeFileT(t, src, "fast.bin", 5, 64<<10)
