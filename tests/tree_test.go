@@ -525,9 +525,14 @@ func TestTreeLossyReceiver(t *testing.T) {
 		return xs[len(xs)/2]
 	}
 	mw, mwo := median(with), median(without)
-	t.Logf("other receivers' finish time, run by run: with the lossy receiver %.3f, without %.3f, with it lossless %.3f; medians %.3fs with, %.3fs without: %+.1f%%",
-		with, without, clean, mw, mwo, 100*(mw/mwo-1))
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("other receivers' finish time, run by run: with the lossy receiver %.3f, without %.3f, with it lossless %.3f; medians %.3fs with, %.3fs without: %+.1f%% (load average %s)",
+		with, without, clean, mw, mwo, 100*(mw/mwo-1), strings.Join(strings.Fields(string(load))[:3], " "))
 	if mw > 1.10*mwo {
+		// On a loaded machine one more receiver process costs the others
+		// about as much with loss as without (MCP_TREE_SEQ "clean" runs):
+		// CPU, not repairs. The sender's counters above say whether it
+		// slowed down for anyone.
 		t.Errorf("the other receivers' finish time grew %.1f%% with the lossy receiver (median %.3fs vs %.3fs), want at most 10%%", 100*(mw/mwo-1), mw, mwo)
 	}
 }
