@@ -542,9 +542,9 @@ func TestTreeLossyReceiver(t *testing.T) {
 // finishes from its repair server's cache.
 func TestTreeLateAfterSender(t *testing.T) {
 	needMCP(t)
-	name, want := bigFile(t, treeFile)
 	// Host 0 sends, 1 serves, 2 and 3 receive on time, 4 late.
 	l := lab.New(t, lab.Options{Hosts: 5})
+	name, want := bigFile(t, treeFile)
 	data := group(l, 213, 1, 7700)
 	region := group(l, 214, 1, 7800)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -593,10 +593,10 @@ func TestTreeLateAfterSender(t *testing.T) {
 // receivers and at the sub-regional server.
 func TestTreeThreeLevels(t *testing.T) {
 	needMCP(t)
-	name, want := bigFile(t, treeFile)
 	// Host 0 sends, 1 is the regional server, 2 the sub-regional one;
 	// 3 and 4 receive from the regional server, 5..8 from the sub-regional.
 	l := lab.New(t, lab.Options{Hosts: 9})
+	name, want := bigFile(t, treeFile)
 	data := group(l, 213, 1, 7700)
 	r1 := group(l, 214, 1, 7800)
 	r2 := group(l, 214, 2, 7800)
@@ -643,10 +643,10 @@ func TestTreeThreeLevels(t *testing.T) {
 // the sender and re-multicasts it into B.
 func TestTreeRelay(t *testing.T) {
 	needMCP(t)
-	name, want := bigFile(t, treeFile)
 	// Host 0: the sender, on A. Host 1: the relay, on A and B. Hosts 2..5:
 	// receivers on B. Host 6: on B, listens to the data group itself.
 	s := lab.NewSites(t, lab.SitesOptions{Bridges: 2, Hosts: [][]int{{0}, {0, 1}, {1}, {1}, {1}, {1}, {1}}})
+	name, want := bigFile(t, treeFile)
 	l := s.Lab
 	data := group(l, 213, 1, 7700)
 	siteB := group(l, 215, 1, 7700)
