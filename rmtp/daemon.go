@@ -49,6 +49,16 @@ type DaemonOptions struct {
 	MaxSessions int
 	// RetryAfter: see DefaultRetryAfter. Must not be negative.
 	RetryAfter time.Duration
+	// StateDir, if set, holds every session's checkpoint, as
+	// ReceiveOptions.StateDir does for one (checkpointing.go): a session
+	// that the daemon's stop interrupts, or whose sender goes silent,
+	// keeps what it received (its checkpoint and hidden .part files) and
+	// resumes when it is taken again, in this run or the next. Refused
+	// sessions and integrity failures keep nothing. Empty: no
+	// checkpoints; an incomplete session's temporaries are removed.
+	StateDir string
+	// CheckpointInterval: see DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
 	// Events, if set, gets every session's lifecycle events and the
 	// daemon's own (EventSessionSkipped), on the daemon's goroutine: it
 	// must not block.
@@ -163,6 +173,15 @@ func ReceiveDaemon(ctx context.Context, opts DaemonOptions) (DaemonReport, error
 		return rep, err
 	}
 	probe.root.Close()
+	if opts.StateDir != "" {
+		ck, err := newCheckpointer(opts.StateDir, opts.CheckpointInterval, d.logger)
+		if err != nil {
+			return rep, err
+		}
+		// Sessions save and remove checkpoints concurrently: the state
+		// directory is tidied (removed if empty) only when the daemon ends.
+		defer ck.tidy()
+	}
 
 	d.sessions = make(map[wire.SessionID]*dsession)
 	d.completed = make(map[wire.SessionID]struct{})
@@ -258,6 +277,7 @@ type dsession struct {
 	id    wire.SessionID
 	r     *Receiver
 	store *FileStore
+	ck    *checkpointer // nil without DaemonOptions.StateDir
 	start time.Time
 }
 
@@ -343,12 +363,25 @@ func (d *daemon) startSession(now time.Time, from netip.AddrPort, p *wire.Packet
 	cfg.ControlGroup = d.rn.control
 	cfg.Logger = d.logger
 	cfg.Events = d.opts.Events
+	var ck *checkpointer
+	if d.opts.StateDir != "" {
+		if ck, err = newCheckpointer(d.opts.StateDir, d.opts.CheckpointInterval, d.logger); err != nil {
+			store.root.Close()
+			setUntil(d.cooldown, id, now.Add(d.retry), now)
+			d.stats.Failed++
+			d.logger.Error("session not started", "session", id, "err", err)
+			d.emit(Event{Type: EventSessionFailed, Session: id.String(), Reason: ReasonOf(err), Error: err.Error()})
+			return
+		}
+		store.reserved = stateDirIn(d.opts.Dir, d.opts.StateDir)
+		cfg.Resume = ck.load
+	}
 	r, err := NewReceiver(cfg, store)
 	if err != nil {
 		// The template was checked at start; this is a bug.
 		panic(fmt.Sprintf("daemon: receiver config rejected after it was checked: %v", err))
 	}
-	s := &dsession{id: id, r: r, store: store, start: now}
+	s := &dsession{id: id, r: r, store: store, ck: ck, start: now}
 	d.sessions[id] = s
 	// Replay what arrived before the ANNOUNCE, then the ANNOUNCE.
 	var q wire.Packet
@@ -428,6 +461,9 @@ func (d *daemon) outgoing(now time.Time) error {
 	d.out = d.out[:0]
 	ended := false
 	for _, s := range d.sessions {
+		if s.ck != nil {
+			s.ck.maybe(now, s.r, s.store)
+		}
 		d.out = s.r.AppendOutgoing(now, d.out)
 	}
 	if len(d.out) > 0 {
@@ -453,13 +489,33 @@ func (d *daemon) retire(now time.Time, s *dsession, err error) {
 	delete(d.sessions, s.id)
 	st := s.r.Stats()
 	if err != nil {
-		if aerr := s.store.Abort(); aerr != nil {
-			d.logger.Warn("cleanup", "session", s.id, "err", aerr)
+		kept := false
+		if s.ck != nil && resumable(err) && s.r.Checkpoint() != nil {
+			if cerr := s.ck.final(s.r, s.store); cerr == nil {
+				kept = s.store.Close() == nil
+			} else {
+				d.logger.Warn("final checkpoint", "session", s.id, "err", cerr)
+			}
+		}
+		if !kept {
+			if aerr := s.store.Abort(); aerr != nil {
+				d.logger.Warn("cleanup", "session", s.id, "err", aerr)
+			}
+			if s.ck != nil {
+				s.ck.remove(s.id)
+			}
 		}
 		d.stats.Failed++
 		setUntil(d.cooldown, s.id, now.Add(d.retry), now)
-		d.logger.Warn("session ended incomplete; partial files removed", "session", s.id, "err", err)
+		what := "partial files removed"
+		if kept {
+			what = "what was received is kept for a resume when the session is taken again"
+		}
+		d.logger.Warn("session ended incomplete; "+what, "session", s.id, "err", err)
 	} else {
+		if s.ck != nil {
+			s.ck.remove(s.id)
+		}
 		d.stats.Completed++
 		d.remember(s.id)
 		d.stats.Totals.Files += st.Files
@@ -536,6 +592,9 @@ func addStats(dst, src *ReceiverStats) {
 	dst.QueueMaxPermille = max(dst.QueueMaxPermille, src.QueueMaxPermille)
 	dst.CongestionSent += src.CongestionSent
 	dst.CongestionSuppressed += src.CongestionSuppressed
+	dst.ResumedBlocks += src.ResumedBlocks
+	dst.ResumedBytes += src.ResumedBytes
+	dst.ResumeBadBlocks += src.ResumeBadBlocks
 	for k, v := range src.Drops {
 		dst.Drops[k] += v
 	}

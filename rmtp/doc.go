@@ -126,8 +126,10 @@
 //     announced when a slot frees. Completed session IDs (the last 65,536)
 //     are never received again in a run; failed ones are retried after
 //     RetryAfter (30 s), so a sender still announcing a session that is
-//     refused does not cause a retry five times a second. Stopping aborts
-//     sessions in flight through their stores (no partial file is left).
+//     refused does not cause a retry five times a second. Stopping ends
+//     sessions in flight with nothing partial in place; with a StateDir
+//     each keeps its checkpoint and temporaries, as Receive does, and is
+//     resumed when it is taken again.
 //   - IPv6 groups use the same UDPConn over golang.org/x/net/ipv6
 //     (udp6.go): both packages' Message is x/net's socket.Message, so the
 //     batched read and write paths are shared. The interface needs no

@@ -236,8 +236,9 @@ func waitForStderr(t *testing.T, p *mcpProc, s string, d time.Duration) {
 
 // TestDaemonSIGTERM: a receive daemon (a real process) receives two
 // sessions one after the other, runs its hook after each, and on SIGTERM
-// in the middle of a third aborts it, leaves no partial file, and exits 0
-// with a JSON summary saying 2 completed and 1 failed.
+// in the middle of a third stops it, leaves nothing partial in place, and
+// exits 0 with a JSON summary saying 2 completed and 1 failed. A second
+// daemon resumes the third from the checkpoint the first left.
 func TestDaemonSIGTERM(t *testing.T) {
 	needMCP(t)
 	src, dir, hooks := t.TempDir(), t.TempDir(), t.TempDir()
@@ -278,13 +279,10 @@ func TestDaemonSIGTERM(t *testing.T) {
 	s.signal(t, syscall.SIGTERM)
 	s.wait(t, 10*time.Second)
 
-	ents, _ := os.ReadDir(dir)
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	if strings.Join(names, " ") != "f0.bin f1.bin" {
-		t.Errorf("destination holds %v, want f0.bin f1.bin and nothing partial", names)
+	// Nothing partial in place; the interrupted session is kept for a
+	// resume (hidden .part files and .mcp-state).
+	if got := visible(t, dir); got != "f0.bin f1.bin" {
+		t.Errorf("destination shows %q, want f0.bin f1.bin and nothing partial", got)
 	}
 	var summary struct {
 		Event  string `json:"event"`
@@ -322,6 +320,71 @@ func TestDaemonSIGTERM(t *testing.T) {
 	if len(failed) != 1 || failed[0] != "interrupted" {
 		t.Errorf("session_failed reasons %v, want [interrupted]", failed)
 	}
+
+	// A new daemon takes the interrupted session up where it stopped.
+	d2 := startMCP(t, append([]string{"receive", "--daemon", "--dir", dir, "--json", "--log-level", "info"}, lo...)...)
+	time.Sleep(200 * time.Millisecond)
+	s3 := startMCP(t, append(append([]string{"send", "--linger", "300ms", "--quiet"}, lo...), filepath.Join(src, "f2.bin"))...)
+	if code := s3.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("resend: exit code %d; stderr:\n%s", code, s3.stderr.String())
+	}
+	waitForFile(t, filepath.Join(dir, "f2.bin"), 10*time.Second)
+	d2.signal(t, syscall.SIGTERM)
+	if code := d2.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("second daemon: exit code %d; stderr:\n%s", code, d2.stderr.String())
+	}
+	var sum2 struct {
+		Report struct {
+			Stats struct {
+				Completed uint64 `json:"sessions_completed"`
+				Totals    struct {
+					ResumedBytes uint64 `json:"resumed_bytes"`
+				} `json:"totals"`
+			} `json:"stats"`
+		} `json:"report"`
+	}
+	lines := strings.Split(strings.TrimSpace(d2.stdout.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum2); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("second daemon: %d sessions, %d bytes resumed from the first", sum2.Report.Stats.Completed, sum2.Report.Stats.Totals.ResumedBytes)
+	if sum2.Report.Stats.Completed != 1 || sum2.Report.Stats.Totals.ResumedBytes == 0 {
+		t.Errorf("second daemon: %d sessions complete, %d bytes resumed; want 1 and some", sum2.Report.Stats.Completed, sum2.Report.Stats.Totals.ResumedBytes)
+	}
+	if got := visible(t, dir); got != "f0.bin f1.bin f2.bin" {
+		t.Errorf("destination shows %q, want f0.bin f1.bin f2.bin", got)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
+		t.Errorf("%d entries in the destination, want 3: temporaries and state removed once complete", len(ents))
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "f2.bin")); err != nil || !bytes.Equal(got, mustRead(t, filepath.Join(src, "f2.bin"))) {
+		t.Errorf("resumed f2.bin: %v, or contents differ", err)
+	}
+}
+
+// visible lists the names in dir that do not start with a dot.
+func visible(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	return strings.Join(names, " ")
+}
+
+func mustRead(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // TestSystemdUnits: the units in contrib/systemd pass "systemd-analyze

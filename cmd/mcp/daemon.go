@@ -103,11 +103,15 @@ func runDaemon(cmd *cobra.Command, f *receiveFlags) error {
 			defer cancel()
 		}
 		opts := rmtp.DaemonOptions{
-			Net:         ropts.Net,
-			Dir:         ropts.Dir,
-			Receiver:    ropts.Receiver,
-			MaxSessions: f.daemon.maxSessions,
-			Logger:      logger,
+			Net:      ropts.Net,
+			Dir:      ropts.Dir,
+			Receiver: ropts.Receiver,
+			// --state-dir (default DIR/.mcp-state): sessions cut short
+			// by a stop or a silent sender resume when taken again.
+			StateDir:           ropts.StateDir,
+			CheckpointInterval: ropts.CheckpointInterval,
+			MaxSessions:        f.daemon.maxSessions,
+			Logger:             logger,
 		}
 		var m *metrics
 		if f.daemon.metrics != "" {

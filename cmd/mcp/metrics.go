@@ -185,6 +185,7 @@ func newDaemonCollector() *statsCollector[rmtp.DaemonStats] {
 	b.counter("naks_suppressed_total", "Own NAKs cancelled because a peer's covered them.", func(s *rmtp.DaemonStats) uint64 { return s.Totals.NAKsSuppressed })
 	b.counter("socket_drops_total", "Packets the data socket dropped because they were not read in time.", func(s *rmtp.DaemonStats) uint64 { return s.Totals.SocketDrops })
 	b.counter("congestion_reports_sent_total", "Congestion reports sent.", func(s *rmtp.DaemonStats) uint64 { return s.Totals.CongestionSent })
+	b.counter("resumed_bytes_total", "File bytes taken from a checkpoint instead of the network (sessions resumed).", func(s *rmtp.DaemonStats) uint64 { return s.Totals.ResumedBytes })
 	b.gauge("sessions_active", "Sessions being received.", func(s *rmtp.DaemonStats) float64 { return float64(s.Active) })
 	b.counter("sessions_completed_total", "Sessions received completely.", func(s *rmtp.DaemonStats) uint64 { return s.Completed })
 	b.counter("sessions_failed_total", "Sessions that ended incomplete (their partial files removed).", func(s *rmtp.DaemonStats) uint64 { return s.Failed })
