@@ -288,7 +288,9 @@ func fileBlocks(size int64) uint64 {
 // (the union of their losses): the largest blocks_rebuilt of any one
 // receiver is a lower bound (a block repaired by retransmission of its
 // source symbols alone is not counted, nor losses elsewhere), so a ratio
-// over it over-estimates NAKs per lossy block.
+// over it over-estimates NAKs per lossy block. The file's block count is
+// the upper bound; with independent 5% loss the two are within a few
+// percent.
 func lossyBlocks(recv []lab.Proc[rmtp.ReceiveReport]) uint64 {
 	var m uint64
 	for i := range recv {
@@ -369,8 +371,12 @@ func TestTreeRegions(t *testing.T) {
 		ratio := float64(st.NAKEntriesHeard) / float64(max(lossy, 1))
 		t.Logf("%s: NAK entries at the sender %d (packets %d), lossy blocks >= %d (largest blocks_rebuilt; the file has %d blocks), NAKs at sender per lossy block %.3f (%.3f per region; %.3f if every block was lossy)",
 			label, st.NAKEntriesHeard, st.NAKsHeard, lossy, upper, ratio, ratio/regions, float64(st.NAKEntriesHeard)/float64(upper))
-		if lossy < upper/2 {
-			t.Errorf("%s: largest blocks_rebuilt %d of %d blocks: with 5%% loss nearly every block is lossy; the loss did not happen", label, lossy, upper)
+		// With 5% independent loss per datagram nearly every 64-symbol
+		// block is lossy at every receiver. With UDP segmentation offload
+		// nftables drops whole GSO buffers (up to 8 datagrams: rmtp/gso.go),
+		// so losses come in runs and hit about a third of the blocks.
+		if lossy < upper/5 {
+			t.Errorf("%s: largest blocks_rebuilt %d of %d blocks: with 5%% loss at every receiver, want at least a fifth; did the loss rule work?", label, lossy, upper)
 		}
 		return ratio
 	}
