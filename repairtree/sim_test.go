@@ -86,6 +86,8 @@ type tree struct {
 	file      []byte
 	// nakAtSender counts NAK entries the sender heard per block.
 	nakAtSender map[[2]uint32]int
+	// senderRepairBytes counts the bytes of the sender's repair DATA.
+	senderRepairBytes uint64
 }
 
 type countingSenderEP struct {
@@ -100,6 +102,17 @@ func (c countingSenderEP) HandlePacket(now time.Time, from netip.AddrPort, p *wi
 		}
 	}
 	c.SenderEndpoint.HandlePacket(now, from, p)
+}
+
+func (c countingSenderEP) Outgoing(now time.Time) []rmtp.Datagram {
+	out := c.SenderEndpoint.Outgoing(now)
+	var p wire.Packet
+	for _, d := range out {
+		if wire.Decode(d.Buf, &p) == nil && p.Type == wire.TypeData && p.Data.Flags&wire.DataRepair != 0 {
+			c.t.senderRepairBytes += uint64(len(d.Buf))
+		}
+	}
+	return out
 }
 
 func newTree(t testing.TB, o treeOpts) *tree {
