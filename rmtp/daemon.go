@@ -59,6 +59,11 @@ type DaemonOptions struct {
 	StateDir string
 	// CheckpointInterval: see DefaultCheckpointInterval.
 	CheckpointInterval time.Duration
+	// Repair, if set, is the region group of a repair server (its
+	// --serve address): every session NAKs to it and hears its repairs
+	// there, as ReceiveOptions.Repair. Choosing one from ADVERTs
+	// (ReceiveOptions.AutoRepair) is not supported by the daemon.
+	Repair netip.AddrPort
 	// Events, if set, gets every session's lifecycle events and the
 	// daemon's own (EventSessionSkipped), on the daemon's goroutine: it
 	// must not block.
@@ -158,6 +163,9 @@ func ReceiveDaemon(ctx context.Context, opts DaemonOptions) (DaemonReport, error
 	if _, err := opts.Receiver.withDefaults(); err != nil {
 		return rep, err
 	}
+	if r := opts.Repair; r.IsValid() && (!r.Addr().IsMulticast() || r.Port() == 0 || r.Port() == 65535) {
+		return rep, fmt.Errorf("repair server group %v is not a multicast group:port with port below 65535 (pass mcp repair's --serve address)", r)
+	}
 	if opts.Net.Logger == nil {
 		opts.Net.Logger = d.logger
 	}
@@ -212,6 +220,23 @@ func ReceiveDaemon(ctx context.Context, opts DaemonOptions) (DaemonReport, error
 	free := newRxPool(8)
 	go readLoop(rctx, dataConn, rx, free, dataCoalesce)
 	go readLoop(rctx, ctlConn, rx, free, 0)
+	if opts.Repair.IsValid() {
+		// The region: repairs on the group, peers' NAKs (damping) on its
+		// feedback address.
+		for _, g := range []netip.AddrPort{opts.Repair, FeedbackOf(opts.Repair)} {
+			c, err := rn.open(g)
+			if err != nil {
+				return rep, fmt.Errorf("join repair server region %v: %w", g, err)
+			}
+			defer c.Close()
+			coalesce := time.Duration(0)
+			if g == opts.Repair {
+				coalesce = dataCoalesce
+			}
+			go readLoop(rctx, c, rx, free, coalesce)
+		}
+		d.logger.Info("using repair server", "region", opts.Repair)
+	}
 
 	start := d.now()
 	l := &loop{
@@ -361,6 +386,9 @@ func (d *daemon) startSession(now time.Time, from netip.AddrPort, p *wire.Packet
 	cfg := d.opts.Receiver
 	cfg.Session = id
 	cfg.ControlGroup = d.rn.control
+	if d.opts.Repair.IsValid() {
+		cfg.ControlGroup = FeedbackOf(d.opts.Repair)
+	}
 	cfg.Logger = d.logger
 	cfg.Events = d.opts.Events
 	var ck *checkpointer

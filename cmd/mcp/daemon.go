@@ -51,8 +51,8 @@ func (f *daemonFlags) check(cmd *cobra.Command) error {
 		}
 		return nil
 	}
-	if fl := cmd.Flags().Lookup("repair"); fl != nil && fl.Changed {
-		return usageErrorf("--repair is not supported with --daemon yet: run the daemon without it (NAKs go to the sender)")
+	if fl := cmd.Flags().Lookup("repair"); fl != nil && fl.Value.String() == "auto" {
+		return usageErrorf("--repair auto is not supported with --daemon yet: pass the repair server's --serve group IP:PORT")
 	}
 	switch {
 	case f.maxSessions < 1:
@@ -110,6 +110,7 @@ func runDaemon(cmd *cobra.Command, f *receiveFlags) error {
 			// by a stop or a silent sender resume when taken again.
 			StateDir:           ropts.StateDir,
 			CheckpointInterval: ropts.CheckpointInterval,
+			Repair:             ropts.Repair,
 			MaxSessions:        f.daemon.maxSessions,
 			Logger:             logger,
 		}

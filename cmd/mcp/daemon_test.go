@@ -289,7 +289,7 @@ func TestDaemonUsage(t *testing.T) {
 		{[]string{"--exec", "true"}, "--exec needs --daemon"},
 		{[]string{"--metrics", "127.0.0.1:0"}, "--metrics needs --daemon"},
 		{[]string{"--daemon", "--max-sessions", "0"}, "--max-sessions 0 must be at least 1"},
-		{[]string{"--daemon", "--repair", "auto"}, "--repair is not supported with --daemon"},
+		{[]string{"--daemon", "--repair", "auto"}, "--repair auto is not supported with --daemon"},
 		{[]string{"--daemon", "--exec-per-file"}, "need --exec COMMAND"},
 		{[]string{"--daemon", "--exec", "true", "--exec-timeout", "0s"}, "--exec-timeout 0s must be positive"},
 	} {
