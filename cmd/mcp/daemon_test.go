@@ -300,3 +300,46 @@ func TestDaemonUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonKeyed: a daemon with --key takes a session sealed with the
+// same key and ignores an unkeyed one.
+func TestDaemonKeyed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses multicast on the loopback interface")
+	}
+	key := filepath.Join(t.TempDir(), "key")
+	if _, stderr, code := execute(t, 10*time.Second, "keygen", "--out", key); code != exitOK {
+		t.Fatalf("keygen: exit code %d, stderr:\n%s", code, stderr)
+	}
+	group := loopbackGroup(t)
+	dir, src := t.TempDir(), t.TempDir()
+	d := startDaemonCmd(t, "--interface", "lo", "--group", group, "--ttl", "0", "--dir", dir, "--json", "--key", key)
+	for _, name := range []string{"plain.txt", "sealed.txt"} {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendFile(t, group, filepath.Join(src, "plain.txt")) // no key: ignored
+	if _, stderr, code := execute(t, 30*time.Second, "send", "--interface", "lo", "--group", group, "--ttl", "0",
+		"--linger", "300ms", "--key", key, filepath.Join(src, "sealed.txt")); code != exitOK {
+		t.Fatalf("keyed send: exit code %d, stderr:\n%s", code, stderr)
+	}
+	waitFor(t, 10*time.Second, "sealed.txt", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "sealed.txt"))
+		return err == nil
+	})
+	r := d.stop(t)
+	if r.code != exitOK {
+		t.Fatalf("daemon: exit code %d, stderr:\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "plain.txt")); !os.IsNotExist(err) {
+		t.Errorf("the unkeyed session was received (stat: %v)", err)
+	}
+	var rep daemonSummary
+	if err := json.Unmarshal(decodeResult(t, r.stdout).Report, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Stats.Completed != 1 || rep.Stats.Totals.Drops["unauthenticated"] == 0 {
+		t.Errorf("completed %d, drops %v; want 1 and unauthenticated drops", rep.Stats.Completed, rep.Stats.Totals.Drops)
+	}
+}
