@@ -40,6 +40,10 @@ type NetConfig struct {
 	// more than this far from the local clock is dropped. If zero,
 	// DefaultClockSkew.
 	ClockSkew time.Duration
+	// Offload turns on UDP segmentation and coalesced receives (GSO and
+	// GRO, gso.go): runs of datagrams cross the kernel as one packet.
+	// Off by default until measured in the lab under loss (see gso.go).
+	Offload bool
 }
 
 // Network defaults.
@@ -62,6 +66,7 @@ type resolvedNet struct {
 	ttl     int
 	rbuf    int
 	logger  *slog.Logger
+	offload bool // GSO and GRO
 }
 
 func (n NetConfig) resolve() (resolvedNet, error) {
@@ -109,6 +114,7 @@ func (n NetConfig) resolve() (resolvedNet, error) {
 		ifi: ifi, ifaddr: addr, data: g,
 		control: netip.AddrPortFrom(g.Addr(), g.Port()+1),
 		ttl:     ttl, rbuf: rbuf, logger: logger,
+		offload: n.Offload,
 	}, nil
 }
 
@@ -123,6 +129,8 @@ func (rn resolvedNet) open(bind netip.AddrPort) (*UDPConn, error) {
 		ReadBuffer:  rn.rbuf,
 		WriteBuffer: 8 << 20,
 		Logger:      rn.logger,
+		GSO:         rn.offload,
+		GRO:         rn.offload,
 	})
 }
 

@@ -66,6 +66,12 @@ type SocketConfig struct {
 	// asked. If nil, nothing is logged.
 	Logger *slog.Logger
 
+	// GSO sends runs of equal datagrams to one destination as one
+	// segmented write (UDP_SEGMENT), falling back to plain writes if the
+	// kernel refuses; GRO takes coalesced receives (UDP_GRO) when the
+	// kernel allows (gso.go).
+	GSO, GRO bool
+
 	// noForceBuffers skips SO_RCVBUFFORCE/SO_SNDBUFFORCE, so tests
 	// running as root can exercise the capped path.
 	noForceBuffers bool
@@ -106,6 +112,10 @@ type UDPConn struct {
 
 	readMu sync.Mutex
 	rmsgs  []ipv4.Message // guarded by readMu; each has one Buffers slot
+
+	gso    gsoState     // guarded by writeMu (gso.go)
+	gro    groState     // guarded by readMu (gso.go)
+	logger *slog.Logger // socket warnings
 
 	writeMu sync.Mutex
 	wmsgs   []ipv4.Message                  // guarded by writeMu; each has one Buffers slot
@@ -154,6 +164,13 @@ func OpenUDP(cfg SocketConfig) (*UDPConn, error) {
 	c.bc = c.pc
 	c.rmsgs = newMessages(udpMaxBatch)
 	c.wmsgs = newMessages(udpMaxBatch)
+	c.logger = log
+	if cfg.GSO {
+		c.enableGSO()
+	}
+	if cfg.GRO && !c.enableGRO() {
+		log.Info("UDP GRO not available; receiving datagrams one by one", "local", c.local, "interface", ifi.Name)
+	}
 	return c, nil
 }
 
@@ -390,6 +407,9 @@ func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 	}
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
+	if c.gro.on {
+		return c.readBatchGRO(ms) // gso.go
+	}
 
 	msgs := c.rmsgs[:len(ms)]
 	for i := range ms {
@@ -439,6 +459,14 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 func (c *UDPConn) WriteBatch(ms []Datagram) (int, error) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	if c.gso.on {
+		return c.writeBatchGSO(ms) // gso.go
+	}
+	return c.writeBatchPlain(ms)
+}
+
+// writeBatchPlain is WriteBatch without segmentation; writeMu is held.
+func (c *UDPConn) writeBatchPlain(ms []Datagram) (int, error) {
 	used := 0 // messages filled, cleared on return
 	defer func() {
 		for i := range c.wmsgs[:used] {

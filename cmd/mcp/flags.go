@@ -23,6 +23,7 @@ type netFlags struct {
 	ttl       int
 	key       string
 	clockSkew time.Duration
+	offload   bool
 }
 
 func (f *netFlags) add(cmd *cobra.Command) {
@@ -35,6 +36,8 @@ func (f *netFlags) add(cmd *cobra.Command) {
 		"multicast TTL: how many routers packets cross; 0 keeps them on this host")
 	fs.StringVar(&f.key, "key", "",
 		"pre-shared key file (make one with mcp keygen): seal every packet and accept only packets sealed with it; every host of the group needs the same key")
+	fs.BoolVar(&f.offload, "offload", false,
+		"UDP segmentation offload (GSO) and coalesced receives (GRO): runs of datagrams cross the kernel as one packet, several times less CPU per datagram; falls back if the kernel refuses")
 	fs.DurationVar(&f.clockSkew, "clock-skew", rmtp.DefaultClockSkew,
 		"with --key: drop packets sent more than this far from this host's clock (replay protection; hosts' clocks must agree this well)")
 }
@@ -67,6 +70,7 @@ func (f *netFlags) config() (rmtp.NetConfig, error) {
 		n.ClockSkew = f.clockSkew
 	}
 	n.Interface = f.iface
+	n.Offload = f.offload
 	n.Group = g
 	n.TTL = f.ttl
 	if f.ttl == 0 {

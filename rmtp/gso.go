@@ -1,0 +1,321 @@
+//go:build linux
+
+package rmtp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// UDP segmentation offload (PERF-NOTES.md, "Sockets"): with GSO the
+// sender hands the kernel one buffer of up to gsoMaxSegments datagrams of
+// one size to one destination (UDP_SEGMENT), which crosses the stack, a
+// bridge and veths as one packet and is cut into datagrams only where it
+// must be: at a NIC, or at a receiving socket without GRO. With GRO
+// (UDP_GRO) a receiving socket takes such a buffer whole, with the segment
+// size in a control message, and the reader cuts it. On this kind of host
+// the per-packet cost of the kernel's multicast fan-out, not the bytes,
+// bounds the rate, so both cut CPU per datagram several times.
+//
+// Where GSO is refused (an old kernel, a device without it), the first
+// failing write turns it off for the socket and sends the same datagrams
+// one by one; GRO that cannot be enabled is simply not used.
+
+// gsoMaxSegments is the most datagrams in one GSO buffer (the kernel
+// allows 64, and at most 64 KiB in all). In the namespace lab nftables
+// sees a GSO buffer as one packet, so random loss there drops runs of up
+// to this many datagrams at once; 8 keeps those runs short (an eighth of a
+// 64-symbol block) while cutting the per-packet cost of the path eightfold.
+const gsoMaxSegments = 8
+
+// gsoMaxBytes bounds a GSO buffer's payload (IPv4: 65535 - 20 - 8).
+const gsoMaxBytes = 65507
+
+// groBufSize is the size of a receive buffer with GRO: one coalesced
+// buffer is at most 64 KiB.
+const groBufSize = 65536
+
+// groMaxBatch is how many coalesced buffers one recvmmsg takes.
+const groMaxBatch = 8
+
+// gsoState is a UDPConn's segmentation state, guarded by writeMu.
+type gsoState struct {
+	on    bool // UDP_SEGMENT in use
+	max   int  // datagrams per buffer now (SetSegments); 1 sends them one by one
+	gmsgs []ipv4.Message
+	oob   [][]byte // one UDP_SEGMENT control message per gmsgs entry
+	segs  [][]int  // datagrams of ms in each message: index of the first, count
+}
+
+// groState is a UDPConn's coalesced-receive state, guarded by readMu.
+type groState struct {
+	on    bool
+	msgs  []ipv4.Message
+	bufs  [][]byte
+	oob   [][]byte
+	queue []groPending // buffers read but not handed out in full, from qhead
+	qhead int
+}
+
+type groPending struct {
+	buf  []byte
+	size int
+	addr netip.AddrPort
+}
+
+// enableGSO turns segmentation on for writes (it is checked on first use).
+func (c *UDPConn) enableGSO() {
+	g := &c.gso
+	g.on = true
+	g.max = gsoMaxSegments
+	g.gmsgs = make([]ipv4.Message, udpMaxBatch)
+	g.oob = make([][]byte, udpMaxBatch)
+	g.segs = make([][]int, udpMaxBatch)
+	for i := range g.gmsgs {
+		g.gmsgs[i].Buffers = make([][]byte, 0, gsoMaxSegments)
+		b := make([]byte, unix.CmsgSpace(2))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		h.Level = unix.SOL_UDP
+		h.Type = unix.UDP_SEGMENT
+		h.SetLen(unix.CmsgLen(2))
+		g.oob[i] = b
+		g.segs[i] = make([]int, 2)
+	}
+}
+
+// SetSegments sets how many datagrams at most go in one GSO buffer, in
+// [1, gsoMaxSegments]; 1 sends them one by one. It does nothing where
+// segmentation is off.
+func (c *UDPConn) SetSegments(n int) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.gso.max = min(max(n, 1), gsoMaxSegments)
+}
+
+// gsoSegmentsFor picks the GSO buffer size from the share of repairs in
+// what the sender sent lately. Where loss is injected per packet after
+// segmentation (on a real wire) a large buffer costs nothing; but a
+// bridge, a veth's qdisc or netfilter (the namespace lab) sees a GSO
+// buffer as one packet and drops its datagrams together, which costs
+// more parity than the same loss spread out. So the sender shrinks the
+// buffers while repairs are more than a few percent of its data.
+func gsoSegmentsFor(repairShare float64) int {
+	switch {
+	case repairShare > 0.04:
+		return 1
+	case repairShare > 0.01:
+		return 2
+	}
+	return gsoMaxSegments
+}
+
+// enableGRO asks the kernel for coalesced receives.
+func (c *UDPConn) enableGRO() bool {
+	rc, err := c.conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1)
+	}); err != nil || serr != nil {
+		return false
+	}
+	g := &c.gro
+	g.on = true
+	g.msgs = make([]ipv4.Message, groMaxBatch)
+	g.bufs = make([][]byte, groMaxBatch)
+	g.oob = make([][]byte, groMaxBatch)
+	for i := range g.msgs {
+		g.bufs[i] = make([]byte, groBufSize)
+		g.oob[i] = make([]byte, unix.CmsgSpace(4)+unix.CmsgSpace(16))
+		g.msgs[i].Buffers = [][]byte{g.bufs[i]}
+		g.msgs[i].OOB = g.oob[i]
+	}
+	return true
+}
+
+// writeBatchGSO is WriteBatch with segmentation: runs of datagrams of one
+// size to one destination (the last of a run may be shorter) go as one
+// message with a UDP_SEGMENT control message.
+func (c *UDPConn) writeBatchGSO(ms []Datagram) (int, error) {
+	g := &c.gso
+	sent := 0
+	for sent < len(ms) {
+		// Pack up to udpMaxBatch messages.
+		nmsg, i := 0, sent
+		var addrErr error
+		for i < len(ms) && nmsg < len(g.gmsgs) {
+			ua, err := c.udpAddr(ms[i].Addr)
+			if err != nil {
+				addrErr = err
+				break
+			}
+			size := len(ms[i].Buf)
+			m := &g.gmsgs[nmsg]
+			m.Buffers = append(m.Buffers[:0], ms[i].Buf)
+			m.Addr = ua
+			g.segs[nmsg][0] = i
+			total := size
+			j := i + 1
+			for j < len(ms) && len(m.Buffers) < g.max && ms[j].Addr == ms[i].Addr &&
+				len(ms[j].Buf) <= size && len(ms[j].Buf) > 0 && total+len(ms[j].Buf) <= gsoMaxBytes {
+				m.Buffers = append(m.Buffers, ms[j].Buf)
+				total += len(ms[j].Buf)
+				j++
+				if len(ms[j-1].Buf) < size {
+					break // a shorter one ends the run
+				}
+			}
+			g.segs[nmsg][1] = j - i
+			if j-i > 1 {
+				binary.NativeEndian.PutUint16(g.oob[nmsg][unix.CmsgLen(0):], uint16(size))
+				m.OOB = g.oob[nmsg]
+			} else {
+				m.OOB = nil
+			}
+			nmsg++
+			i = j
+		}
+		if nmsg > 0 {
+			n, err := c.bc.WriteBatch(g.gmsgs[:nmsg], 0)
+			n = max(n, 0)
+			for k := range n {
+				sent += g.segs[k][1]
+			}
+			if err != nil {
+				if gsoRefused(err) {
+					c.disableGSO()
+					m, err := c.writeBatchPlain(ms[sent:])
+					return sent + m, err
+				}
+				c.clearGSO(nmsg)
+				return sent, c.sendError(ms, sent, err)
+			}
+			if n == 0 {
+				c.clearGSO(nmsg)
+				return sent, c.sendError(ms, sent, io.ErrShortWrite)
+			}
+			if n < nmsg {
+				continue // partial write: resend from the first unsent
+			}
+		}
+		c.clearGSO(nmsg)
+		if addrErr != nil {
+			return sent, fmt.Errorf("send datagram %d of %d from %s on %s: %w", sent, len(ms), c.local, c.ifname, addrErr)
+		}
+	}
+	return sent, nil
+}
+
+func (c *UDPConn) clearGSO(n int) {
+	for i := range c.gso.gmsgs[:n] {
+		m := &c.gso.gmsgs[i]
+		clear(m.Buffers)
+		m.Buffers = m.Buffers[:0]
+		m.Addr = nil
+		m.OOB = nil
+	}
+}
+
+// gsoRefused reports whether a send failed because segmentation is not
+// supported where the datagrams go.
+func gsoRefused(err error) bool {
+	return errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOPROTOOPT) ||
+		errors.Is(err, syscall.EOPNOTSUPP)
+}
+
+func (c *UDPConn) disableGSO() {
+	if c.gso.on {
+		c.gso.on = false
+		c.logger.Warn("UDP segmentation offload refused; sending datagrams one by one", "local", c.local, "interface", c.ifname)
+	}
+}
+
+// readBatchGRO is ReadBatch on a socket with GRO: coalesced buffers are
+// cut into their datagrams, copied into ms; what does not fit waits for
+// the next call.
+func (c *UDPConn) readBatchGRO(ms []Datagram) (int, error) {
+	g := &c.gro
+	n := c.drainGRO(ms)
+	if n > 0 {
+		return n, nil
+	}
+	k, err := c.bc.ReadBatch(g.msgs, 0)
+	for i := 0; i < k; i++ {
+		m := &g.msgs[i]
+		if m.Flags&unix.MSG_TRUNC != 0 {
+			c.truncated.Add(1)
+			continue
+		}
+		size := groSegmentSize(m.OOB[:m.NN])
+		if size <= 0 || size > m.N {
+			size = m.N
+		}
+		g.queue = append(g.queue, groPending{buf: g.bufs[i][:m.N], size: size, addr: addrPortOf(m.Addr)})
+		m.Addr = nil
+	}
+	for i := range g.msgs {
+		g.msgs[i].OOB = g.oob[i]
+	}
+	n = c.drainGRO(ms)
+	// The next read reuses the buffers: copy out what is still queued
+	// (rare: a batch of coalesced buffers mostly fits the caller's 64).
+	for i := g.qhead; i < len(g.queue); i++ {
+		g.queue[i].buf = append([]byte(nil), g.queue[i].buf...)
+	}
+	if err != nil && n == 0 {
+		return 0, fmt.Errorf("receive on %s (%s): %w", c.local, c.ifname, err)
+	}
+	return n, nil
+}
+
+// drainGRO hands out queued datagrams.
+func (c *UDPConn) drainGRO(ms []Datagram) int {
+	g := &c.gro
+	n := 0
+	for n < len(ms) && g.qhead < len(g.queue) {
+		q := &g.queue[g.qhead]
+		seg := q.buf[:min(q.size, len(q.buf))]
+		if len(seg) > cap(ms[n].Buf) {
+			c.truncated.Add(1)
+			ms[n].Buf = ms[n].Buf[:0]
+		} else {
+			ms[n].Buf = ms[n].Buf[:copy(ms[n].Buf[:cap(ms[n].Buf)], seg)]
+		}
+		ms[n].Addr = q.addr
+		n++
+		q.buf = q.buf[len(seg):]
+		if len(q.buf) == 0 {
+			*q = groPending{}
+			g.qhead++
+		}
+	}
+	if g.qhead == len(g.queue) {
+		g.queue, g.qhead = g.queue[:0], 0
+	}
+	return n
+}
+
+// groSegmentSize returns the UDP_GRO segment size in a control message
+// buffer, or 0.
+func groSegmentSize(oob []byte) int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_UDP && m.Header.Type == unix.UDP_GRO && len(m.Data) >= 4 {
+			return int(binary.NativeEndian.Uint32(m.Data))
+		}
+	}
+	return 0
+}

@@ -1,0 +1,79 @@
+//go:build linux
+
+package rmtp
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestGSOGRO sends runs of equal-size datagrams (as DATA comes), odd sizes
+// and single ones through a segmenting socket to a coalescing one and to a
+// plain one on lo; both must get every datagram, in order, byte for byte.
+func TestGSOGRO(t *testing.T) {
+	group, port := testGroup(41), freePort(t)
+	dst := netip.AddrPortFrom(group, port)
+	cfg := SocketConfig{Bind: dst, Join: []netip.Addr{group}, ReadBuffer: 8 << 20}
+	gcfg := cfg
+	gcfg.GRO = true
+	coalescing := openLo(t, gcfg)
+	if !coalescing.gro.on {
+		t.Skip("UDP_GRO not available on this kernel")
+	}
+	plain := openLo(t, cfg)
+	snd := openLo(t, SocketConfig{Bind: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), GSO: true})
+
+	var want [][]byte
+	for i := range 300 {
+		var b []byte
+		switch {
+		case i%50 == 49:
+			b = payload(i) // an odd one out
+		case i%64 == 63:
+			b = bytes.Repeat([]byte{byte(i)}, 700) // a short last symbol
+		default:
+			b = bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 722)
+		}
+		want = append(want, b)
+	}
+	ms := make([]Datagram, len(want))
+	for i, b := range want {
+		ms[i] = Datagram{Buf: b, Addr: dst}
+	}
+	if n, err := snd.WriteBatch(ms); err != nil || n != len(ms) {
+		t.Fatalf("WriteBatch: %d of %d, %v", n, len(ms), err)
+	}
+	if !snd.gso.on {
+		t.Fatalf("segmentation was refused on lo")
+	}
+	for _, c := range []*UDPConn{coalescing, plain} {
+		t.Run(fmt.Sprintf("gro=%v", c.gro.on), func(t *testing.T) {
+			var got [][]byte
+			batch := make([]Datagram, 64)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for len(got) < len(want) {
+				for i := range batch {
+					batch[i].Buf = make([]byte, maxRecvPacket)
+				}
+				n, err := c.ReadBatch(batch)
+				if err != nil {
+					t.Fatalf("after %d datagrams: %v", len(got), err)
+				}
+				for _, d := range batch[:n] {
+					got = append(got, d.Buf)
+				}
+			}
+			for i := range want {
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("datagram %d: got %d bytes, want %d", i, len(got[i]), len(want[i]))
+				}
+			}
+			if tr := c.Stats().Truncated; tr != 0 {
+				t.Errorf("%d truncated", tr)
+			}
+		})
+	}
+}
