@@ -414,9 +414,9 @@ func TestTreeRegions(t *testing.T) {
 // server does not slow the others: their finish time with it grows by
 // at most 10% over the same run without it, measured back to back in
 // the same test (without, with, with, without, without, with) and
-// compared by the median run of each kind.
+// compared by the fastest run of each kind.
 //
-// The rate is low (40 Mbit/s) so that the runs are bound by the rate, not
+// The rate is low (20 Mbit/s) so that the runs are bound by the rate, not
 // by the two cores the 19 processes share: a sender starved of CPU sends
 // slower, and then one more receiver process slows everyone, lossy or
 // not. MCP_TREE_SEQ replaces the sequence of runs: words "without",
@@ -425,7 +425,7 @@ func TestTreeRegions(t *testing.T) {
 func TestTreeLossyReceiver(t *testing.T) {
 	needMCP(t)
 	const regions, per = 4, 3
-	const rate, size = "40M", 8 << 20
+	const rate, size = "20M", 4 << 20
 	// Host 0 sends, 1..4 serve, then 3 receivers per region, then the
 	// lossy receiver, in region 0.
 	l := lab.New(t, lab.Options{Hosts: 1 + regions + regions*per + 1})
@@ -531,16 +531,20 @@ func TestTreeLossyReceiver(t *testing.T) {
 		return xs[len(xs)/2]
 	}
 	mw, mwo := median(with), median(without)
+	fw, fwo := slices.Min(with), slices.Min(without)
 	load, _ := os.ReadFile("/proc/loadavg")
 	loadavg := strings.Fields(string(load) + " ? ? ?")[:3]
-	t.Logf("other receivers' finish time, run by run: with the lossy receiver %.3f, without %.3f, with it lossless %.3f; medians %.3fs with, %.3fs without: %+.1f%% (load average %s)",
-		with, without, clean, mw, mwo, 100*(mw/mwo-1), strings.Join(loadavg, " "))
-	if mw > 1.10*mwo {
-		// On a loaded machine one more receiver process costs the others
-		// about as much with loss as without (MCP_TREE_SEQ "clean" runs):
-		// CPU, not repairs. The sender's counters above say whether it
-		// slowed down for anyone.
-		t.Errorf("the other receivers' finish time grew %.1f%% with the lossy receiver (median %.3fs vs %.3fs), want at most 10%%", 100*(mw/mwo-1), mw, mwo)
+	t.Logf("other receivers' finish time, run by run: with the lossy receiver %.3f, without %.3f, with it lossless %.3f; fastest %.3fs with, %.3fs without: %+.1f%%; medians %.3fs with, %.3fs without: %+.1f%% (load average %s)",
+		with, without, clean, fw, fwo, 100*(fw/fwo-1), mw, mwo, 100*(mw/mwo-1), strings.Join(loadavg, " "))
+	// Other load on the machine only ever adds time, to one run more than
+	// another: the fastest run of each kind is the least disturbed
+	// measure of it. (Medians of three failed about one test in three
+	// under a load average of 10 to 20 on two cores; on such a machine one
+	// more receiver process costs the others about as much without loss
+	// as with it: CPU, not repairs. The sender's counters above say
+	// whether it slowed down for anyone.)
+	if fw > 1.10*fwo {
+		t.Errorf("the other receivers' finish time grew %.1f%% with the lossy receiver (fastest runs %.3fs vs %.3fs), want at most 10%%", 100*(fw/fwo-1), fw, fwo)
 	}
 }
 
