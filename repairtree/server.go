@@ -45,7 +45,8 @@ type Stats struct {
 	CacheBytes        uint64 `json:"cache_bytes"`
 	ReceiversComplete uint64 `json:"receivers_complete"`
 	ReceiversFailed   uint64 `json:"receivers_failed"`
-	NoSession         uint64 `json:"no_session"` // packets for sessions not cached
+	NoSession         uint64 `json:"no_session"`    // packets for sessions not cached
+	NAKsDeferred      uint64 `json:"naks_deferred"` // lacking entries answered once the block came
 	Depth             uint8  `json:"depth"`
 	// Drops counts packets the sessions' receivers dropped, by reason
 	// (sessions cached now).
@@ -71,7 +72,11 @@ type session struct {
 	nextReport   time.Time
 	done         bool   // the cache is complete (logged once)
 	savedBytes   uint64 // cache bytes the last checkpoint named (persist.go)
-	retired      rmtp.RepairStats
+	// wanted holds region NAK entries for blocks the server lacked, to
+	// answer as soon as the block arrives from upstream instead of when
+	// the receivers ask again after their hold-off.
+	wanted  map[[2]uint32]wire.NAKEntry
+	retired rmtp.RepairStats
 }
 
 // Server is a repair server engine (DESIGN.md, "Repair tree"): per
@@ -183,6 +188,9 @@ func (s *Server) HandlePacket(now time.Time, in uint8, from netip.AddrPort, p *w
 			s.out = append(s.out, rmtp.Datagram{Buf: p.Append(nil), Addr: s.cfg.Region})
 		}
 		s.check(now, ss)
+		if p.Type == wire.TypeData && len(ss.wanted) > 0 && ss.rep != nil {
+			s.answerWanted(now, ss, [2]uint32{p.Data.Object, p.Data.Block})
+		}
 	case InUpstreamControl:
 		s.upstreamControl(now, from, p)
 	case InRegionControl:
@@ -217,6 +225,11 @@ func (s *Server) regionControl(now time.Time, from netip.AddrPort, p *wire.Packe
 	switch p.Type {
 	case wire.TypeNAK:
 		s.stats.RegionNAKs++
+		for _, e := range p.NAK.Entries {
+			if !ss.recv.HaveBlock(e.Object, e.Block) {
+				s.want(ss, e)
+			}
+		}
 		if ss.rep == nil {
 			s.stats.RegionNAKEntries += uint64(len(p.NAK.Entries))
 			s.stats.NAKsLacking += uint64(len(p.NAK.Entries))
@@ -307,6 +320,50 @@ func (s *Server) serve(ss *session, sizes []uint64) {
 	}
 	rep.SetGRTT(ss.recv.GRTT())
 	ss.rep = rep
+	if len(ss.wanted) > 0 {
+		s.answerWanted(time.Time{}, ss, [2]uint32{0, 0}) // the manifest
+	}
+}
+
+// maxWanted bounds the deferred NAK entries kept per session.
+const maxWanted = 4096
+
+// want remembers a region NAK entry for a block not cached yet.
+func (s *Server) want(ss *session, e wire.NAKEntry) {
+	key := [2]uint32{e.Object, e.Block}
+	if ss.wanted == nil {
+		ss.wanted = make(map[[2]uint32]wire.NAKEntry)
+	}
+	w, ok := ss.wanted[key]
+	if !ok {
+		if len(ss.wanted) >= maxWanted {
+			return // the receivers ask again after their hold-off
+		}
+		w = wire.NAKEntry{Object: e.Object, Block: e.Block}
+	}
+	w.Need = max(w.Need, e.Need)
+	if len(e.Mask) > len(w.Mask) {
+		w.Mask = append(w.Mask, make([]byte, len(e.Mask)-len(w.Mask))...)
+	}
+	for i := range e.Mask {
+		w.Mask[i] |= e.Mask[i]
+	}
+	ss.wanted[key] = w
+}
+
+// answerWanted hands the repairer the deferred entry for key once the
+// block is cached.
+func (s *Server) answerWanted(now time.Time, ss *session, key [2]uint32) {
+	w, ok := ss.wanted[key]
+	if !ok || !ss.recv.HaveBlock(key[0], key[1]) {
+		return
+	}
+	delete(ss.wanted, key)
+	s.stats.NAKsDeferred++
+	if now.IsZero() {
+		now = ss.lastUp
+	}
+	ss.rep.HandleNAK(now, &wire.NAK{Entries: []wire.NAKEntry{w}}, ss.recv.HaveBlock)
 }
 
 // readBlock reads a block back from the cache, zero-padded.
