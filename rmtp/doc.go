@@ -12,8 +12,8 @@
 // package wire before the engine sees it.
 //
 // It does not own the wire format (rmtp/wire), Reed-Solomon coding (fec),
-// the CLI (cmd/mcp), nor, yet, repair servers or checkpoints. Keys are
-// here: keys.go (the key file), seal.go (sealing and opening packets),
+// the CLI (cmd/mcp), the repair server (repairtree) or the checkpoint
+// format (checkpoint). Keys are here: keys.go (the key file), seal.go (sealing and opening packets),
 // nakguard.go (per-source NAK limits).
 //
 // Protocol rules and where they come from (DESIGN.md, "Reliability"):
