@@ -230,7 +230,7 @@ func (h *hookRunner) run(in hookInput) hookResult {
 	default:
 		res.Err = fmt.Errorf("hook failed: %w", err)
 	}
-	h.logger.Warn(res.Err.Error(), attrs...)
+	h.logger.Warn("hook failed", append(attrs, "err", res.Err)...)
 	return res
 }
 
