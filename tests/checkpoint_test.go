@@ -9,6 +9,8 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -320,4 +322,110 @@ func TestResumeSender(t *testing.T) {
 	if float64(total) > 1.2*float64(size) {
 		t.Errorf("both senders sent %d bytes, want at most 1.2 x %d", total, size)
 	}
+}
+
+// TestRepairServerRestart: a repair server SIGKILLed mid-session and
+// restarted with the same --cache-dir still serves its region: its
+// receivers, with 5% loss, complete; and a receiver started after the
+// sender and the first server run both ended finishes from the restarted
+// server's cache.
+func TestRepairServerRestart(t *testing.T) {
+	e := newCkEnv(t, 5, 90*time.Second)
+	name, want := bigFile(t, 32<<20)
+	size := want.Bytes()
+	snd, srvHost, late := e.l.Hosts[0], e.l.Hosts[1], e.l.Hosts[4]
+	region := group(e.l, 214, 1, 7800)
+	setLoss(t, 50, e.l.Hosts[2:]...)
+	cache := filepath.Join(t.TempDir(), "cache")
+	srvArgs := []string{"--interface", "eth0", "--group", e.group.String(), "--ttl", "1", "--cache-dir", cache,
+		"--serve", region.String(), "--json", "--log-level", "info"}
+	startServer := func(label string) *lab.Repair {
+		r, err := lab.StartRepair(e.ctx, mcpBin, srvHost, srvArgs, filepath.Join(e.logs, label+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Stop(5 * time.Second) })
+		e.join(srvHost, region.Addr())
+		return r
+	}
+	srv1 := startServer("server-first")
+	repair := []string{"--repair", region.String()}
+	var recvs []*proc[rmtp.ReceiveReport]
+	var dirs []string
+	for i, h := range e.l.Hosts[2:4] {
+		dir := filepath.Join(t.TempDir(), "dst")
+		dirs = append(dirs, dir)
+		recvs = append(recvs, launch[rmtp.ReceiveReport](e, h, fmt.Sprintf("receiver-%d", i), mcpBin, e.recvArgs(dir, repair...)))
+		e.join(h, region.Addr())
+	}
+	// Reliable mode: the sender stays while anyone (the server, for its
+	// region) NAKs, then lingers.
+	s := launch[rmtp.SendReport](e, snd, "sender", mcpBin, e.sendArgs(t.TempDir(), []string{"--rate", "100M", "--linger", "2s"}, name))
+	base := e.rx(srvHost)
+	e.until("the server 40% through, with a checkpoint", func() (bool, error) {
+		if !s.running() {
+			return false, errors.New("sender exited first")
+		}
+		ck, _ := filepath.Glob(filepath.Join(cache, "*", "checkpoint.ckpt"))
+		return len(ck) == 1 && (e.rx(srvHost)-base)*symbolBytes >= size*4/10, nil
+	})
+	srv1.Kill()
+	killedAt := (e.rx(srvHost) - base) * symbolBytes
+	srv2 := startServer("server-restarted")
+	for _, r := range recvs {
+		r.wait()
+	}
+	s.wait()
+	failure(t, "sender", s)
+	for i, r := range recvs {
+		if !failure(t, fmt.Sprintf("region receiver %d", i), r) {
+			compare(t, fmt.Sprintf("region receiver %d", i), want, dirs[i])
+		}
+	}
+	restored := -1.0
+	for _, line := range strings.Split(readFile(filepath.Join(e.logs, "server-restarted.log")), "\n") {
+		var l struct {
+			Msg   string  `json:"msg"`
+			Bytes float64 `json:"bytes"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "session restored from cache" {
+			restored = l.Bytes
+		}
+	}
+	t.Logf("server killed %.2fs into the session, having heard about %d bytes' worth of datagrams (%.0f%%); restarted server restored %.0f bytes (%.0f%%) from its cache",
+		srv1.Exited.Sub(s.Started).Seconds(), killedAt, 100*float64(killedAt)/float64(size), restored, 100*restored/float64(size))
+	if restored <= 0 {
+		t.Errorf("restarted server did not log \"session restored from cache\" with bytes > 0")
+	}
+	for i, r := range recvs {
+		st := r.JSON.Report.Stats
+		t.Logf("region receiver %d: ran %.2fs, NAKs sent %d, repairs kept %d, rebuilt %d", i, r.Wall().Seconds(), st.NAKsSent, st.RepairPackets, st.BlocksRebuilt)
+	}
+
+	dir := filepath.Join(t.TempDir(), "dst")
+	// --from-cache: a receiver takes a session a repair server announces
+	// from its cache only when told to (it is an old session).
+	lr := launch[rmtp.ReceiveReport](e, late, "receiver-late", mcpBin, e.recvArgs(dir, append(repair, "--from-cache")...))
+	lr.wait()
+	if !lr.Started.After(s.Exited) || !lr.Started.After(srv1.Exited) {
+		t.Errorf("late receiver started before the sender or the first server exited")
+	}
+	if !failure(t, "late receiver", lr) {
+		compare(t, "late receiver", want, dir)
+	}
+	st := lr.JSON.Report.Stats
+	t.Logf("late receiver: started %.2fs after the sender exited, ran %.2fs, NAKs sent %d, repairs kept %d, data %d, parity %d",
+		lr.Started.Sub(s.Exited).Seconds(), lr.Wall().Seconds(), st.NAKsSent, st.RepairPackets, st.DataPackets, st.ParityPackets)
+	if st.RepairPackets == 0 {
+		t.Errorf("late receiver kept no repair packets: where did its data come from?")
+	}
+	sum := stopServer(t, "restarted server", srv2)
+	if sum.Stats.RepairPackets == 0 {
+		t.Errorf("restarted server sent no repairs")
+	}
+}
+
+func readFile(name string) string {
+	b, _ := os.ReadFile(name)
+	return string(b)
 }
