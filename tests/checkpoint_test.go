@@ -429,3 +429,107 @@ func readFile(name string) string {
 	b, _ := os.ReadFile(name)
 	return string(b)
 }
+
+// TestTornCheckpoint: three receivers are killed halfway, and each one's
+// checkpoint is damaged before the restart: truncated, one byte flipped,
+// overwritten with garbage. Each restarted receiver says "checkpoint not
+// used", trusts none of it (resumed_bytes 0: no whole file verified),
+// and still ends with an exact copy.
+func TestTornCheckpoint(t *testing.T) {
+	e := newCkEnv(t, 4, 90*time.Second)
+	name, want := bigFile(t, 32<<20)
+	size := want.Bytes()
+	damage := []struct {
+		name string
+		do   func(b []byte) []byte
+	}{
+		{"truncated", func(b []byte) []byte { return b[:len(b)/2] }},
+		{"one byte flipped", func(b []byte) []byte { b[len(b)/2] ^= 0x10; return b }},
+		{"garbage", func(b []byte) []byte {
+			for i := range b {
+				b[i] = byte(i*131 + 7)
+			}
+			return b
+		}},
+	}
+	hosts := e.l.Hosts[1:]
+	var dirs []string
+	var first []*proc[rmtp.ReceiveReport]
+	for i, h := range hosts {
+		dir := filepath.Join(t.TempDir(), "dst")
+		dirs = append(dirs, dir)
+		first = append(first, launch[rmtp.ReceiveReport](e, h, fmt.Sprintf("receiver-%d-first", i), mcpBin, e.recvArgs(dir)))
+	}
+	for _, h := range hosts {
+		e.join(h)
+	}
+	s := launch[rmtp.SendReport](e, e.l.Hosts[0], "sender", mcpBin,
+		e.sendArgs(t.TempDir(), []string{"--rate", "100M", "--expect", "3"}, name))
+	killed := make([]bool, len(hosts))
+	e.until("every receiver killed halfway, after a checkpoint", func() (bool, error) {
+		all := true
+		for i, h := range hosts {
+			if killed[i] {
+				continue
+			}
+			if !first[i].running() {
+				return false, fmt.Errorf("receiver %d exited before the kill: %v", i, first[i].Failure())
+			}
+			if len(stateFiles(dirs[i])) == 1 && e.rx(h)*symbolBytes >= size/2 {
+				first[i].kill()
+				killed[i] = true
+				continue
+			}
+			all = false
+		}
+		return all, nil
+	})
+	var again []*proc[rmtp.ReceiveReport]
+	for i, h := range hosts {
+		ck := stateFiles(dirs[i])
+		if len(ck) != 1 {
+			t.Fatalf("receiver %d: checkpoints %v, want one", i, ck)
+		}
+		b, err := os.ReadFile(ck[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(b)
+		if err := os.WriteFile(ck[0], damage[i].do(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("receiver %d: checkpoint %s (%d bytes) %s", i, filepath.Base(ck[0]), n, damage[i].name)
+		again = append(again, launch[rmtp.ReceiveReport](e, h, fmt.Sprintf("receiver-%d-restarted", i), mcpBin, e.recvArgs(dirs[i])))
+	}
+	for _, r := range again {
+		r.wait()
+	}
+	s.wait()
+	failure(t, "sender", s)
+	for i, r := range again {
+		label := fmt.Sprintf("receiver %d (%s)", i, damage[i].name)
+		log := r.logText()
+		var msg string
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, "checkpoint not used") {
+				msg = line
+				break
+			}
+		}
+		if msg == "" {
+			t.Errorf("%s: stderr does not say \"checkpoint not used\":\n%s", label, log)
+		} else {
+			t.Logf("%s: %s", label, msg)
+		}
+		if failure(t, label, r) {
+			continue
+		}
+		compare(t, label, want, dirs[i])
+		st := r.JSON.Report.Stats
+		t.Logf("%s: resumed_bytes %d, resume_bad_blocks %d, kept %d symbols after the restart (%.3f x file)",
+			label, st.ResumedBytes, st.ResumeBadBlocks, st.DataPackets+st.ParityPackets, float64((st.DataPackets+st.ParityPackets)*symbolBytes)/float64(size))
+		if st.ResumedBytes != 0 {
+			t.Errorf("%s: resumed_bytes %d from a checkpoint it should not trust, want 0", label, st.ResumedBytes)
+		}
+	}
+}
