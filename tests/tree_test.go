@@ -413,8 +413,8 @@ func TestTreeRegions(t *testing.T) {
 // TestTreeLossyReceiver: one receiver with 20% loss behind a repair
 // server does not slow the others: their finish time with it grows by
 // at most 10% over the same run without it, measured back to back in
-// the same test (without, with, with, without, without, with) and
-// compared by the fastest run of each kind.
+// the same test (without, with, with, without, twice) and compared by
+// the fastest run of each kind.
 //
 // The rate is low (20 Mbit/s) so that the runs are bound by the rate, not
 // by the two cores the 19 processes share: a sender starved of CPU sends
@@ -505,7 +505,7 @@ func TestTreeLossyReceiver(t *testing.T) {
 		return mean
 	}
 	var without, with, clean []float64
-	seq := strings.Fields(cmp.Or(os.Getenv("MCP_TREE_SEQ"), "without with with without without with"))
+	seq := strings.Fields(cmp.Or(os.Getenv("MCP_TREE_SEQ"), "without with with without without with with without"))
 	for i, what := range seq {
 		label := fmt.Sprintf("%s-%d", what, i)
 		switch what {
@@ -538,7 +538,7 @@ func TestTreeLossyReceiver(t *testing.T) {
 		with, without, clean, fw, fwo, 100*(fw/fwo-1), mw, mwo, 100*(mw/mwo-1), strings.Join(loadavg, " "))
 	// Other load on the machine only ever adds time, to one run more than
 	// another: the fastest run of each kind is the least disturbed
-	// measure of it. (Medians of three failed about one test in three
+	// measure of it. (Medians of three runs failed about one test in three
 	// under a load average of 10 to 20 on two cores; on such a machine one
 	// more receiver process costs the others about as much without loss
 	// as with it: CPU, not repairs. The sender's counters above say
@@ -571,7 +571,10 @@ func TestTreeLateAfterSender(t *testing.T) {
 	res.check(t, "ontime", want)
 
 	var late lab.Proc[rmtp.ReceiveReport]
-	dir, wait, err := startReceiver(t, ctx, "late", 0, treeRecv{h: l.Hosts[4], args: repair}, data, 40*time.Second, &late)
+	// --from-cache: the late receiver asks for the session its repair
+	// server announces from its cache; others wait for a live one.
+	lateArgs := append(append([]string(nil), repair...), "--from-cache")
+	dir, wait, err := startReceiver(t, ctx, "late", 0, treeRecv{h: l.Hosts[4], args: lateArgs}, data, 40*time.Second, &late)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -762,18 +765,13 @@ func counted(t *testing.T, h *lab.Host) []uint64 {
 // first session in its region, its sender gone; they must still receive
 // the second session, and the sender must count each of them once.
 //
-// Known bugs, reported and not fixed here, so the test skips unless
-// MCP_TREE_KNOWN_BUGS=1: a receiver takes the first session it hears
-// announced, and hears the server's ANNOUNCE of the old session first
-// ("new file": the receivers write the first file); a session's ID is its
-// manifest's hash, so the same file sent again is the same session to the
-// server, which adds the second send's receivers to the first's and
-// reports both upstream ("same file": the sender counts 4 complete for 2
-// receivers, so --expect is met early).
+// Two bugs this test found are fixed: the server's ANNOUNCEs of the old
+// session from its cache carry wire.FlagCached, which receivers ignore
+// unless started with --from-cache ("new file": they took the old one);
+// and a new sender of the same session (the same file sent again) makes
+// the server count its region's completions anew ("same file": the
+// sender counted 4 complete for 2 receivers).
 func TestTreeSecondSession(t *testing.T) {
-	if os.Getenv("MCP_TREE_KNOWN_BUGS") != "1" {
-		t.Skip("known bugs (a receiver adopts a session its repair server announces from cache, and a resent file is the same session): set MCP_TREE_KNOWN_BUGS=1 to run")
-	}
 	needMCP(t)
 	for _, tc := range []struct {
 		name string
