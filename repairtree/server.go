@@ -77,6 +77,11 @@ type session struct {
 	// the receivers ask again after their hold-off.
 	wanted  map[[2]uint32]wire.NAKEntry
 	retired rmtp.RepairStats
+	// sender is the source ID of the session's sender (its live
+	// ANNOUNCEs). A new one is a new run of the session (the same files
+	// sent again, or a resumed sender): the region's completions are
+	// counted anew, for the sender that now waits for them.
+	sender uint32
 }
 
 // Server is a repair server engine (DESIGN.md, "Repair tree"): per
@@ -182,6 +187,17 @@ func (s *Server) HandlePacket(now time.Time, in uint8, from netip.AddrPort, p *w
 			}
 		}
 		ss.lastUp, ss.lastUse = now, now
+		if p.Type == wire.TypeAnnounce && p.Flags&wire.FlagCached == 0 && in == InData {
+			if ss.sender != 0 && ss.sender != p.Source {
+				s.cfg.Logger.Info("session sent again; counting its receivers anew", "session", ss.id)
+				c, f := ss.region.Totals()
+				s.stats.ReceiversComplete += c
+				s.stats.ReceiversFailed += f
+				ss.region = rmtp.Completions{}
+				ss.reports, ss.nextReport = 3, now
+			}
+			ss.sender = p.Source
+		}
 		ss.recv.HandlePacket(now, from, p)
 		if s.cfg.Relay && in == InData {
 			s.stats.Relayed++
@@ -545,7 +561,7 @@ func (s *Server) advertise() {
 func (s *Server) announce(ss *session) {
 	a := ss.recv.Announce()
 	a.GRTTMicros = uint32(ss.recv.GRTT() / time.Microsecond)
-	h := wire.Header{Type: wire.TypeAnnounce, Session: ss.id, Source: s.cfg.Source}
+	h := wire.Header{Type: wire.TypeAnnounce, Flags: wire.FlagCached, Session: ss.id, Source: s.cfg.Source}
 	b := h.Append(make([]byte, 0, wire.HeaderSize+256))
 	s.out = append(s.out, rmtp.Datagram{Buf: a.Append(b), Addr: s.cfg.Region})
 	h.Type = wire.TypeTail

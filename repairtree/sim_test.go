@@ -352,7 +352,7 @@ func TestTreeLateReceiver(t *testing.T) {
 	}
 	left := tr.sim.Now
 	st := &rmtptest.MemStore{}
-	r, err := rmtp.NewReceiver(rmtp.ReceiverConfig{ControlGroup: rmtp.FeedbackOf(regionGroup(0)), Rand: rand.New(rand.NewPCG(6, 99))}, st)
+	r, err := rmtp.NewReceiver(rmtp.ReceiverConfig{ControlGroup: rmtp.FeedbackOf(regionGroup(0)), Rand: rand.New(rand.NewPCG(6, 99)), FromCache: true}, st)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -201,6 +201,12 @@ type ReceiverConfig struct {
 	MaxManifestBytes int
 	MaxFiles         int
 	MaxBytes         uint64
+	// FromCache lets the receiver take a session that a repair server
+	// announces from its cache after the sender left (wire.FlagCached): a
+	// receiver that comes late. Without it such announcements are ignored,
+	// unless Session names that session, so that a receiver waiting for
+	// the next session never takes an old one.
+	FromCache bool
 	// NoCompletionReports keeps the receiver from reporting its own
 	// completion or failure: a repair server's upstream receiver is no
 	// end receiver, and reports its region's counts instead.

@@ -324,6 +324,10 @@ func (d *daemon) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 	}
 	switch p.Type {
 	case wire.TypeAnnounce:
+		if p.Flags&wire.FlagCached != 0 && !d.opts.Receiver.FromCache {
+			d.stats.Totals.Drops["cached_session"]++ // an old session, from a repair server's cache
+			return
+		}
 	case wire.TypeData, wire.TypeTail:
 		d.keep(p)
 		return

@@ -375,6 +375,10 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 			r.stash(p)
 			return
 		}
+		if p.Flags&wire.FlagCached != 0 && !r.cfg.FromCache && r.cfg.Session == (wire.SessionID{}) {
+			r.Drop("cached_session") // an old session, announced from a cache
+			return
+		}
 		r.start(now, p)
 		if !r.haveSession {
 			return

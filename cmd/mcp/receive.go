@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -28,6 +29,9 @@ type receiveFlags struct {
 
 	stateDir           string        // --state-dir
 	checkpointInterval time.Duration // --checkpoint-interval
+
+	session   string // --session
+	fromCache bool   // --from-cache
 }
 
 func newReceiveCmd() *cobra.Command {
@@ -68,6 +72,10 @@ Start receivers before the sender.`,
 		"refuse (exit 5) a session with more bytes of files; 0: no limit but free space")
 	fs.StringVar(&f.repair, "repair", "",
 		"repair server to NAK to: its --serve group IP:PORT, or auto to pick one from the ADVERTs heard (same subnet first, then deepest); empty: NAK to the sender")
+	fs.StringVar(&f.session, "session", "",
+		"take only this session (its 16-hex-digit ID, as mcp send prints it), live or announced from a repair server's cache")
+	fs.BoolVar(&f.fromCache, "from-cache", false,
+		"also take a session that a repair server announces from its cache after its sender left (a receiver that comes late); without it only live sessions are taken")
 	fs.StringVar(&f.stateDir, "state-dir", "",
 		"where checkpoints go, so a receive killed or failed midway resumes when run again (default DIR/"+rmtp.StateDirName+")")
 	fs.DurationVar(&f.checkpointInterval, "checkpoint-interval", rmtp.DefaultCheckpointInterval,
@@ -115,6 +123,14 @@ func (f *receiveFlags) options() (rmtp.ReceiveOptions, error) {
 	if err := nonNegative("checkpoint-interval", f.checkpointInterval); err != nil {
 		return o, err
 	}
+	var session wire.SessionID
+	if f.session != "" {
+		b, err := hex.DecodeString(f.session)
+		if err != nil || len(b) != len(session) {
+			return o, usageErrorf("bad --session %q: want the 16 hex digits of a session ID, as mcp send prints it", f.session)
+		}
+		copy(session[:], b)
+	}
 	o.AutoRepair = f.repair == "auto"
 	if f.repair != "" && !o.AutoRepair {
 		if o.Repair, err = parseGroup(f.repair); err != nil {
@@ -139,6 +155,8 @@ func (f *receiveFlags) options() (rmtp.ReceiveOptions, error) {
 			MaxManifestBytes: int(maxManifest),
 			MaxFiles:         f.maxFiles,
 			MaxBytes:         maxBytes,
+			Session:          session,
+			FromCache:        f.fromCache,
 		},
 	}, nil
 }

@@ -39,8 +39,13 @@ const (
 	FlagAuth uint16 = 1 << 0
 	// FlagEncrypted: the body is encrypted (requires FlagAuth).
 	FlagEncrypted uint16 = 1 << 1
+	// FlagCached: a repair server sent this ANNOUNCE (or TAIL) from its
+	// cache, the session's sender having gone. Receivers take such a
+	// session only when asked to (a late receiver), never instead of the
+	// next live one.
+	FlagCached uint16 = 1 << 2
 
-	flagsKnown = FlagAuth | FlagEncrypted
+	flagsKnown = FlagAuth | FlagEncrypted | FlagCached
 )
 
 // Type is the packet type.
