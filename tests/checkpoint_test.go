@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -532,4 +533,145 @@ func TestTornCheckpoint(t *testing.T) {
 			t.Errorf("%s: resumed_bytes %d from a checkpoint it should not trust, want 0", label, st.ResumedBytes)
 		}
 	}
+}
+
+// TestDiskFull: a receiver writes into a small tmpfs (in a mount
+// namespace of the test's own) that the test fills up mid-transfer: two
+// files of 32 MiB into 80 MiB, and once the first is being written the
+// test takes all but 4 MiB, so the second cannot be allocated. The
+// receiver must exit non-zero saying there is no space, leave no partial
+// file under a final name, and, run again with the same flags once the
+// test has deleted its filler, resume and complete while the sender is
+// still sending. (Reliable mode: with --expect the sender would end on
+// the failed receiver's report.) 5% loss keeps the first file's last blocks waiting for
+// repairs when the second begins, so neither is complete at the failure.
+func TestDiskFull(t *testing.T) {
+	e := newCkEnv(t, 2, 90*time.Second)
+	src := t.TempDir()
+	var paths []string
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	for i, n := range []string{"a.bin", "b.bin"} {
+		p := filepath.Join(src, n)
+		if err := lab.WriteRandomFile(p, 32<<20, seed+uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	want, err := lab.Snapshot(paths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmpfs, err := lab.MountTmpfs(e.ctx, mnt, 80<<20)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skipf("no tmpfs in a mount namespace: %v", err)
+	}
+	t.Cleanup(func() { tmpfs.Close() })
+	dir := filepath.Join(mnt, "dst")
+	outside := tmpfs.Path(dir) // the same folder, seen from the test
+	rcv := e.l.Hosts[1]
+	setLoss(t, 50, rcv)
+	bin, args := tmpfs.Wrap(mcpBin, e.recvArgs(dir))
+	r1 := launch[rmtp.ReceiveReport](e, rcv, "receiver-first", bin, args)
+	e.join(rcv)
+	s := launch[rmtp.SendReport](e, e.l.Hosts[0], "sender", mcpBin,
+		e.sendArgs(t.TempDir(), []string{"--rate", "100M", "--linger", "2s"}, paths...))
+	e.until("the first file's temporary file, allocated", func() (bool, error) {
+		if !r1.running() {
+			return false, fmt.Errorf("receiver exited early: %v", r1.Failure())
+		}
+		m, err := filepath.Glob(filepath.Join(outside, ".mcp-*-1.part"))
+		if err != nil || len(m) != 1 {
+			return false, err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(m[0], &st); err != nil {
+			return false, err
+		}
+		return st.Blocks*512 >= 32<<20, nil
+	})
+	free, err := tmpfs.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := tmpfs.Path(filepath.Join(mnt, "filler"))
+	fillStart := time.Now()
+	if err := writeZeros(filler, int64(free)-4<<20); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := tmpfs.Free()
+	t.Logf("filled the tmpfs %.2fs after the sender started: %d bytes free before, %d after", fillStart.Sub(s.Started).Seconds(), free, left)
+	r1.wait()
+	t.Logf("first receiver: exit %d after %.2fs, error %q", r1.ExitCode, r1.Wall().Seconds(), r1.JSON.Error)
+	if r1.ExitCode <= 0 {
+		t.Fatalf("first receiver: exit %d, want non-zero (no space); stderr: %s", r1.ExitCode, r1.Stderr)
+	}
+	if !strings.Contains(r1.JSON.Error, "no space") {
+		t.Errorf("first receiver's error %q does not say \"no space\"", r1.JSON.Error)
+	}
+	for _, n := range []string{"a.bin", "b.bin"} {
+		if _, err := os.Lstat(filepath.Join(outside, n)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s is under its final name after the failure (%v)", n, err)
+		}
+	}
+	ents, _ := os.ReadDir(outside)
+	var kept []string
+	for _, d := range ents {
+		kept = append(kept, d.Name())
+	}
+	t.Logf("left in --dir after the failure: %v", kept)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	free, _ = tmpfs.Free()
+	t.Logf("filler deleted: %d bytes free", free)
+	if !s.running() {
+		t.Fatalf("sender exited before the rerun: %v", s.Failure())
+	}
+	r2 := launch[rmtp.ReceiveReport](e, rcv, "receiver-rerun", bin, args)
+	r2.wait()
+	// The sender is not what is tested here, and it may linger up to
+	// 2 x 10 s after the last NAK (a hold-off scaled by the largest GRTT
+	// it ever advertised): stop it.
+	lingering := s.running()
+	s.kill()
+	if !lingering {
+		failure(t, "sender", s)
+	}
+	if failure(t, "rerun receiver", r2) {
+		return
+	}
+	compare(t, "rerun receiver", want, outside)
+	st := r2.JSON.Report.Stats
+	t.Logf("rerun receiver: started %.2fs after the sender, ran %.2fs; resumed %d bytes (%d blocks, %d bad), kept %d symbols after the rerun (%.3f x the %d bytes missing); sender still lingering at the end: %v",
+		r2.Started.Sub(s.Started).Seconds(), r2.Wall().Seconds(), st.ResumedBytes, st.ResumedBlocks, st.ResumeBadBlocks,
+		st.DataPackets+st.ParityPackets, float64((st.DataPackets+st.ParityPackets)*symbolBytes)/float64(want.Bytes()-st.ResumedBytes), want.Bytes()-st.ResumedBytes, lingering)
+	if st.ResumedBytes == 0 {
+		t.Errorf("rerun receiver resumed nothing: it started over instead of resuming")
+	}
+}
+
+// writeZeros writes a file of n bytes.
+func writeZeros(name string, n int64) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := f.Write(buf[:k]); err != nil {
+			f.Close()
+			return err
+		}
+		n -= k
+	}
+	return f.Close()
 }
