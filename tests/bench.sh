@@ -13,6 +13,7 @@
 #   LOSSES     random UDP loss at every receiver, percent, comma separated (default 0,1,5)
 #   RATE       mcp --rate; "auto" uses the blaster's sustainable rate (default auto)
 #   SEND_ARGS  extra "mcp send" flags, e.g. "--fec-proactive 2"
+#   RECV_ARGS  extra "mcp receive" flags, e.g. "--offload"
 #   WORK       directory for the file and copies   (default: a temporary one)
 #   BASELINE   "search" (default), or a blaster rate such as 450M to skip the search
 #   LOGDIR     keep every mcp process's stderr (--log-level info) under DIR/loss-<pct>/

@@ -66,6 +66,7 @@ type config struct {
 	trials     int
 	timeout    time.Duration
 	extra      []string
+	recvExtra  []string
 	work       string
 	logDir     string
 }
@@ -79,7 +80,7 @@ func envOr(name, def string) string {
 
 func run() (int, error) {
 	var c config
-	var size, losses, extra string
+	var size, losses, extra, recvExtra string
 	flag.StringVar(&c.mcp, "mcp", envOr("MCP_BIN", ""), "mcp binary (env MCP_BIN)")
 	flag.StringVar(&c.blast, "udpblast", envOr("BLAST_BIN", ""), "udpblast binary (env BLAST_BIN)")
 	flag.StringVar(&size, "size", envOr("SIZE", "256M"), "file size, K/M/G = powers of 1024 (env SIZE)")
@@ -90,6 +91,7 @@ func run() (int, error) {
 	flag.IntVar(&c.trials, "trials", 8, "most blaster trials in the rate search")
 	flag.DurationVar(&c.timeout, "timeout", 0, "receivers' --timeout (default: 4x the time at the rate, at least 60s)")
 	flag.StringVar(&extra, "send-args", envOr("SEND_ARGS", ""), "extra mcp send flags, space separated (env SEND_ARGS)")
+	flag.StringVar(&recvExtra, "recv-args", envOr("RECV_ARGS", ""), "extra mcp receive flags, space separated (env RECV_ARGS)")
 	flag.StringVar(&c.logDir, "logdir", envOr("LOGDIR", ""), "keep each mcp's stderr (--log-level info) in DIR/loss-<pct>/ (env LOGDIR)")
 	flag.StringVar(&c.work, "work", envOr("WORK", ""), "directory for the file and copies (default: a new temporary one)")
 	sweep := flag.Bool("sweep", false, "only delete namespaces left by dead lab processes, and exit")
@@ -122,6 +124,7 @@ func run() (int, error) {
 		return 2, errors.New("need -mcp and -udpblast (tests/bench.sh sets them)")
 	}
 	c.extra = strings.Fields(extra)
+	c.recvExtra = strings.Fields(recvExtra)
 	if c.receivers < 1 || c.receivers > 100 {
 		return 2, fmt.Errorf("receivers %d out of range [1, 100]", c.receivers)
 	}
@@ -223,6 +226,7 @@ func bench(ctx context.Context, c config, l *lab.Lab) (int, error) {
 			Paths:    []string{src},
 			Group:    netipGroup(l, 7700),
 			SendArgs: append([]string{"--rate", mcpRate}, c.extra...),
+			RecvArgs: append([]string(nil), c.recvExtra...),
 			Timeout:  timeout,
 		}
 		if c.logDir != "" {
@@ -231,7 +235,7 @@ func bench(ctx context.Context, c config, l *lab.Lab) (int, error) {
 				return 1, err
 			}
 			tr.SendArgs = append(tr.SendArgs, "--log-level", envOr("LOGLEVEL", "info"))
-			tr.RecvArgs = []string{"--log-level", envOr("LOGLEVEL", "info")}
+			tr.RecvArgs = append(tr.RecvArgs, "--log-level", envOr("LOGLEVEL", "info"))
 		}
 		res, err := tr.Run(ctx)
 		if err != nil {
