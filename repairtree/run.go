@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
@@ -21,7 +22,10 @@ type RunOptions struct {
 	// CacheDir holds the sessions' caches. Required.
 	CacheDir string
 	// RelayBind is the local unicast address of the relay link (relay
-	// mode). If zero, the interface's address on an ephemeral port.
+	// mode). If zero, an ephemeral port on the address the route to the
+	// parent leaves from (the interface's address if there is no route):
+	// a relay host's region interface is usually not the one that faces
+	// its parent, and a parent cannot answer an address it has no route to.
 	RelayBind netip.AddrPort
 	// OnStats, if set, gets a snapshot of the counters about every
 	// 100 ms, on the engine's goroutine: it must not block.
@@ -97,6 +101,9 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 		bind := opts.RelayBind
 		if !bind.IsValid() {
 			bind = netip.AddrPortFrom(nw.InterfaceAddr(), 0)
+			if a, err := routeSource(cfg.Upstream); err == nil {
+				bind = netip.AddrPortFrom(a, 0)
+			}
 		}
 		if relay, err = nw.OpenUnicast(bind); err != nil {
 			return Stats{}, err
@@ -222,4 +229,19 @@ func Run(ctx context.Context, opts RunOptions) (Stats, error) {
 	}
 	logger.Info("repair server down", "sessions_total", st.SessionsTotal, "repair_packets", st.RepairPackets, "drops", drops)
 	return st, err
+}
+
+// routeSource returns the local address the kernel picks for unicast to
+// dst: a connected UDP socket is routed but sends nothing.
+func routeSource(dst netip.AddrPort) (netip.Addr, error) {
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	a := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	if !a.IsValid() || a.IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("no route to %v", dst)
+	}
+	return a, nil
 }
