@@ -654,8 +654,23 @@ func TestTreeThreeLevels(t *testing.T) {
 // site B (the relay host's eth1 and the receivers) are two bridges that
 // multicast does not cross. The relay takes the stream over unicast from
 // the sender and re-multicasts it into B.
+//
+// The relay's --interface is its site-B interface (multicast goes there);
+// its unicast link to the sender must leave from its site-A address,
+// which it picks by itself from the route to the sender ("default bind")
+// or is given with --relay-bind.
 func TestTreeRelay(t *testing.T) {
 	needMCP(t)
+	for _, explicit := range []bool{false, true} {
+		name := "default bind"
+		if explicit {
+			name = "relay-bind"
+		}
+		t.Run(name, func(t *testing.T) { testRelay(t, explicit) })
+	}
+}
+
+func testRelay(t *testing.T, explicitBind bool) {
 	// Host 0: the sender, on A. Host 1: the relay, on A and B. Hosts 2..5:
 	// receivers on B. Host 6: on B, listens to the data group itself.
 	s := lab.NewSites(t, lab.SitesOptions{Bridges: 2, Hosts: [][]int{{0}, {0, 1}, {1}, {1}, {1}, {1}, {1}}})
@@ -681,9 +696,11 @@ func TestTreeRelay(t *testing.T) {
 		t.Fatalf("relay host: route to the sender %v is not via %s: %v: %s", senderA, relayA.Name, err, out)
 	}
 	t.Logf("relay host: ip route get %v: %s", senderA, strings.Join(strings.Fields(string(out)), " "))
-	relay := treeServer{name: "relay", h: l.Hosts[1], iface: relayB.Name,
-		args: []string{"--relay", "--upstream", relayListen.String(), "--serve", siteB.String(),
-			"--relay-bind", netip.AddrPortFrom(relayA.Addr, 0).String()},
+	relayArgs := []string{"--relay", "--upstream", relayListen.String(), "--serve", siteB.String()}
+	if explicitBind {
+		relayArgs = append(relayArgs, "--relay-bind", netip.AddrPortFrom(relayA.Addr, 0).String())
+	}
+	relay := treeServer{name: "relay", h: l.Hosts[1], iface: relayB.Name, args: relayArgs,
 		join: []netip.Addr{siteB.Addr()}}.start(t, ctx, data)
 
 	// The control receiver would hear the data group directly, if it
