@@ -448,11 +448,10 @@ func TestTreeLossyReceiver(t *testing.T) {
 		if withLossy {
 			setLoss(t, lossyPer, lossy)
 		}
-		// Fresh servers and a file of their own for every run: a server
-		// goes on announcing the sessions it holds once their sender has
-		// gone, and a receiver takes the first session it hears
-		// announced, even one from before it started (see
-		// TestTreeSecondSession).
+		// Fresh servers (empty caches) and a file of their own for every
+		// run, so that no run inherits anything from the one before: the
+		// runs differ only in the lossy receiver. (TestTreeSecondSession
+		// covers servers that serve one session after another.)
 		servers := make([]*lab.Repair, regions)
 		for r := range regions {
 			servers[r] = treeServer{
