@@ -365,3 +365,30 @@ func TestTreeLateReceiver(t *testing.T) {
 	}
 	t.Logf("late receiver done %v after the sender left; server repairs %d", tr.sim.Now.Sub(left), tr.servers[0].Stats().RepairPackets)
 }
+
+// TestTreeCachedNotTaken: a receiver started after the sender left, without
+// FromCache, does not take the session its repair server announces from
+// its cache: it waits for a live one (the next send), and counts the
+// cached announcements it ignored.
+func TestTreeCachedNotTaken(t *testing.T) {
+	file := randBytes(11, 128<<10)
+	tr := newTree(t, treeOpts{Seed: 7, File: file, Regions: 1, PerRegion: 1})
+	if err := tr.sim.Run(func() bool { return tr.allDone() && tr.sender.Done(tr.sim.Now) }, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	r, err := rmtp.NewReceiver(rmtp.ReceiverConfig{ControlGroup: rmtp.FeedbackOf(regionGroup(0)), Rand: rand.New(rand.NewPCG(7, 99))}, &rmtptest.MemStore{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.sim.Add(rmtptest.ReceiverEndpoint{Receiver: r}, dataGroup, regionGroup(0), rmtp.FeedbackOf(regionGroup(0)))
+	until := tr.sim.Now.Add(5 * time.Second)
+	if err := tr.sim.Run(func() bool { return !tr.sim.Now.Before(until) }, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Session(); ok {
+		t.Fatalf("the receiver took a session announced from the cache")
+	}
+	if n := r.Stats().Drops["cached_session"]; n < 3 {
+		t.Errorf("%d cached announcements ignored in 5 s, want about 5", n)
+	}
+}

@@ -382,8 +382,8 @@ func (s *Sender) NextDeadline() time.Time {
 
 // AppendOutgoing appends packets that may go at now, up to cap(dst).
 func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
-	if s.err != nil {
-		return dst
+	if s.err != nil || s.finished {
+		return dst // a finished sender sends nothing more
 	}
 	s.lastOut = now
 	if !now.Before(s.nextAnnnc) && len(dst) < cap(dst) {
