@@ -61,7 +61,7 @@ after another or at once (up to --max-sessions).`,
 	fs.StringVar(&f.upstream, "upstream", "",
 		"where to ask for what this server lacks: the data group (default), a parent repair server's --serve group, or with --relay the sender's --relay-listen IP:PORT")
 	fs.BoolVar(&f.relay, "relay", false, "take the stream over unicast from --upstream and re-multicast it on --serve")
-	fs.StringVar(&f.relayBind, "relay-bind", "", "with --relay: local IP:PORT of the unicast link (default: the interface's address, any port)")
+	fs.StringVar(&f.relayBind, "relay-bind", "", "with --relay: local IP:PORT of the unicast link (default: the address the route to --upstream leaves from, any port)")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "directory for the session caches (cleared at start); required")
 	fs.StringVar(&f.rate, "rate", formatRate(repairtree.DefaultRateBitsPerSec), "most bits per second sent into the region (repairs, announces); relayed data is not paced")
 	fs.IntVar(&f.maxSessions, "max-sessions", repairtree.DefaultMaxSessions, "most sessions cached at once")
