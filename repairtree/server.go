@@ -570,8 +570,14 @@ func (s *Server) announce(ss *session) {
 	s.out = append(s.out, rmtp.Datagram{Buf: tl.Append(b), Addr: s.cfg.Region})
 }
 
-// report sends the region's completion counts upstream.
+// report sends the region's completion counts upstream, after an ADVERT
+// to the same place so that the parent can name the region even if it
+// started after the last periodic ADVERT.
 func (s *Server) report(ss *session) {
+	h0 := wire.Header{Type: wire.TypeAdvert, Source: s.cfg.Source}
+	ad := wire.Advert{Region: s.cfg.Region, Upstream: s.cfg.Upstream, Depth: s.depth}
+	b0 := h0.Append(make([]byte, 0, wire.HeaderSize+wire.AdvertSize+wire.TagSize))
+	s.out = append(s.out, rmtp.Datagram{Buf: ad.Append(b0), Addr: s.feedback})
 	c, f := ss.region.Totals()
 	st := wire.Status{State: wire.StateProgress, Flags: wire.StatusAggregate,
 		Complete: uint32(min(c, 1<<32-1)), Failed: uint32(min(f, 1<<32-1)), Bytes: ss.recv.Stats().BytesDone}
