@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -539,12 +540,16 @@ func TestTornCheckpoint(t *testing.T) {
 // namespace of the test's own) that the test fills up mid-transfer: two
 // files of 32 MiB into 80 MiB, and once the first is being written the
 // test takes all but 4 MiB, so the second cannot be allocated. The
-// receiver must exit non-zero saying there is no space, leave no partial
-// file under a final name, and, run again with the same flags once the
+// receiver must exit non-zero saying there is no space, leave no file
+// under its final name, and, run again with the same flags once the
 // test has deleted its filler, resume and complete while the sender is
 // still sending. (Reliable mode: with --expect the sender would end on
-// the failed receiver's report.) 5% loss keeps the first file's last blocks waiting for
-// repairs when the second begins, so neither is complete at the failure.
+// the failed receiver's report.) Until the first receiver has failed the
+// test drops every packet of a.bin's last block (nftables, on the DATA
+// header's object and block), so that a.bin is never complete, and so
+// never in place, when b.bin's first block arrives: with random loss
+// alone it sometimes was, verified and renamed, which is right but
+// proves less.
 func TestDiskFull(t *testing.T) {
 	e := newCkEnv(t, 2, 90*time.Second)
 	src := t.TempDir()
@@ -577,7 +582,8 @@ func TestDiskFull(t *testing.T) {
 	dir := filepath.Join(mnt, "dst")
 	outside := tmpfs.Path(dir) // the same folder, seen from the test
 	rcv := e.l.Hosts[1]
-	setLoss(t, 50, rcv)
+	lastA := uint32((32<<20 - 1) / (symbolBytes * rmtp.DefaultK))
+	holdBlock(t, rcv, 1, lastA)
 	bin, args := tmpfs.Wrap(mcpBin, e.recvArgs(dir))
 	r1 := launch[rmtp.ReceiveReport](e, rcv, "receiver-first", bin, args)
 	e.join(rcv)
@@ -627,6 +633,7 @@ func TestDiskFull(t *testing.T) {
 		kept = append(kept, d.Name())
 	}
 	t.Logf("left in --dir after the failure: %v", kept)
+	t.Logf("a.bin's block %d held back: %d packets dropped", lastA, releaseBlock(t, rcv))
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
@@ -656,6 +663,44 @@ func TestDiskFull(t *testing.T) {
 	if st.ResumedBytes == 0 {
 		t.Errorf("rerun receiver resumed nothing: it started over instead of resuming")
 	}
+}
+
+// holdTable is the nftables table holdBlock owns.
+const holdTable = "mcpck_hold"
+
+// holdBlock makes h drop every DATA packet of block blk of object obj
+// (source, parity and repairs alike) until releaseBlock.
+func holdBlock(t *testing.T, h *lab.Host, obj, blk uint32) {
+	t.Helper()
+	// @th,64 is the first bit of the UDP payload: mcp's header (type in
+	// byte 1), then the DATA body (object at byte 16, block at 20).
+	off := func(byteOff int) int { return 64 + 8*byteOff }
+	script := fmt.Sprintf("table ip %s {\n\tchain input {\n\t\ttype filter hook input priority -5; policy accept;\n"+
+		"\t\tudp length > %d @th,%d,8 %d @th,%d,32 %d @th,%d,32 %d counter drop\n\t}\n}\n",
+		holdTable, 8+wire.HeaderSize+wire.DataHeaderSize, off(1), wire.TypeData, off(wire.HeaderSize), obj, off(wire.HeaderSize+4), blk)
+	cmd := exec.Command("ip", "netns", "exec", h.NS, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v: %s", h.NS, err, out)
+	}
+}
+
+// releaseBlock removes holdBlock's rule and returns how many packets it
+// dropped.
+func releaseBlock(t *testing.T, h *lab.Host) uint64 {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", h.NS, "nft", "list", "table", "ip", holdTable).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft in %s: %v: %s", h.NS, err, out)
+	}
+	var n uint64
+	if _, after, ok := strings.Cut(string(out), "counter packets "); ok {
+		fmt.Sscan(after, &n)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", h.NS, "nft", "delete", "table", "ip", holdTable).CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v: %s", h.NS, err, out)
+	}
+	return n
 }
 
 // writeZeros writes a file of n bytes.
