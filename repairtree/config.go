@@ -75,6 +75,9 @@ type Config struct {
 	Source uint32
 	// Rand draws NAK slots. If nil, seeded from crypto/rand.
 	Rand *mrand.Rand
+	// Events, if set, gets each session's lifecycle steps (events.go), on
+	// the engine's goroutine: it must not block.
+	Events func(rmtp.Event)
 	// Logger gets diagnostics. If nil, nothing is logged.
 	Logger *slog.Logger
 }

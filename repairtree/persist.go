@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mcp-dev/mcp/checkpoint"
+	"github.com/mcp-dev/mcp/rmtp"
 	"github.com/mcp-dev/mcp/rmtp/wire"
 )
 
@@ -44,6 +45,7 @@ func (s *Server) Restore(now time.Time, rec *checkpoint.Record) error {
 	done, total := ss.recv.Progress()
 	ss.savedBytes = done
 	s.cfg.Logger.Info("session restored from cache", "session", id, "bytes", done, "of", total, "complete", ss.recv.Done())
+	s.emit(rmtp.Event{Type: EventSessionRestored, Session: id.String(), Bytes: done})
 	return nil
 }
 

@@ -292,6 +292,7 @@ func (s *Server) start(now time.Time, id wire.SessionID) *session {
 	s.order = append(s.order, id)
 	s.stats.SessionsTotal++
 	s.cfg.Logger.Info("caching session", "session", id, "region", s.cfg.Region)
+	s.emit(rmtp.Event{Type: EventSessionCaching, Session: id.String()})
 	return ss
 }
 
@@ -305,10 +306,13 @@ func (s *Server) check(now time.Time, ss *session) {
 	}
 	if ss.recv.Done() && !ss.done {
 		ss.done = true
-		s.cfg.Logger.Info("session cached", "session", ss.id, "bytes", ss.recv.Stats().BytesDone)
+		done, _ := ss.recv.Progress()
+		s.cfg.Logger.Info("session cached", "session", ss.id, "bytes", done)
+		s.emit(rmtp.Event{Type: EventSessionCached, Session: ss.id.String(), Bytes: done})
 	}
 	if err := ss.recv.Err(); err != nil {
 		s.cfg.Logger.Error("session failed upstream", "session", ss.id, "err", err)
+		s.emit(rmtp.Event{Type: rmtp.EventSessionFailed, Session: ss.id.String(), Reason: rmtp.ReasonOf(err), Error: err.Error()})
 		s.stats.SessionsFailed++
 		s.drop(ss)
 	}
@@ -514,6 +518,7 @@ func (s *Server) HandleTimer(now time.Time) {
 		}
 		if now.Sub(ss.lastUse) >= s.cfg.SessionTTL {
 			s.cfg.Logger.Info("session expired", "session", ss.id, "idle", now.Sub(ss.lastUse))
+			s.emit(rmtp.Event{Type: EventSessionExpired, Session: ss.id.String()})
 			s.drop(ss)
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcp-dev/mcp/repairtree"
 	"github.com/mcp-dev/mcp/rmtp"
 )
 
@@ -94,6 +95,8 @@ func (ew *eventWriter) event(e rmtp.Event) {
 		l.Path, l.Bytes = e.Path, &bytes
 	case rmtp.EventManifestKnown, rmtp.EventSessionComplete:
 		l.Files, l.Bytes = &files, &bytes
+	case repairtree.EventSessionCached, repairtree.EventSessionRestored:
+		l.Bytes = &bytes
 	case rmtp.EventSessionAnnounced:
 		if files > 0 || bytes > 0 { // a sender knows them; a receiver learns them from the manifest
 			l.Files, l.Bytes = &files, &bytes

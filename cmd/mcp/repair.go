@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"time"
@@ -148,19 +147,27 @@ func runRepair(cmd *cobra.Command, f *repairFlags) error {
 		defer stop()
 		opts.OnStats = c.Set
 	}
+	var ev *eventWriter
+	if f.out.json {
+		ev = newEventWriter(cmd.OutOrStdout())
+		opts.Server.Events = ev.callback()
+	}
 	st, err := repairtree.Run(cmd.Context(), opts)
 	if f.out.json {
+		// The last line; unlike send and receive it reports the server's
+		// counters under "stats" (README, "JSON events").
 		doc := struct {
+			Time  string           `json:"time"`
 			Event string           `json:"event"`
 			OK    bool             `json:"ok"`
 			Error string           `json:"error,omitempty"`
 			Stats repairtree.Stats `json:"stats"`
-		}{Event: "summary", OK: err == nil, Stats: st}
+		}{Time: ev.stamp(), Event: "summary", OK: err == nil, Stats: st}
 		if err != nil {
 			doc.Error = err.Error()
 		}
-		if b, jerr := json.Marshal(doc); jerr == nil {
-			fmt.Fprintln(cmd.OutOrStdout(), string(b))
+		if werr := ev.write(doc); werr != nil && err == nil {
+			err = werr
 		}
 	} else if err == nil && !f.out.quiet {
 		fmt.Fprintf(cmd.OutOrStdout(), "repair server stopped: %d sessions, %d region NAKs, %d repairs (%s), %d NAKs forwarded upstream, %d receivers complete\n",

@@ -97,7 +97,19 @@ func TestRepairCommand(t *testing.T) {
 			ReceiversComplete uint64 `json:"receivers_complete"`
 		}
 	}
-	if err := json.Unmarshal(bytes.TrimSpace(rout.Bytes()), &doc); err != nil || doc.Event != "summary" || !doc.OK ||
+	rl := strings.Split(strings.TrimSpace(rout.String()), "\n")
+	var events []string
+	for _, l := range rl {
+		var e struct{ Event, Time, Session string }
+		if err := json.Unmarshal([]byte(l), &e); err != nil || e.Time == "" {
+			t.Errorf("repair --json line %q: %v (want JSON with time and event)", l, err)
+		}
+		events = append(events, e.Event)
+	}
+	if got := strings.Join(events, " "); got != "session_caching session_cached summary" {
+		t.Errorf("repair events %q, want session_caching session_cached summary", got)
+	}
+	if err := json.Unmarshal([]byte(rl[len(rl)-1]), &doc); err != nil || doc.Event != "summary" || !doc.OK ||
 		doc.Stats.SessionsTotal != 1 || doc.Stats.ReceiversComplete != 2 {
 		t.Errorf("repair summary %+v (%v), want ok with 1 session and 2 receivers:\n%s", doc, err, rout.String())
 	}
