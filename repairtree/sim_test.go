@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcp-dev/mcp/checkpoint"
 	"github.com/mcp-dev/mcp/repairtree"
 	"github.com/mcp-dev/mcp/rmtp"
 	"github.com/mcp-dev/mcp/rmtp/rmtptest"
@@ -390,5 +391,38 @@ func TestTreeCachedNotTaken(t *testing.T) {
 	}
 	if n := r.Stats().Drops["cached_session"]; n < 3 {
 		t.Errorf("%d cached announcements ignored in 5 s, want about 5", n)
+	}
+}
+
+// TestTreeResumeFromCache: a receiver restarted with the same flags after
+// its sender left takes its own session up from the repair server's cache
+// (it has a checkpoint of it) although it ignores other cached sessions.
+func TestTreeResumeFromCache(t *testing.T) {
+	file := randBytes(12, 256<<10)
+	tr := newTree(t, treeOpts{Seed: 8, File: file, Regions: 1, PerRegion: 1})
+	if err := tr.sim.Run(func() bool { return tr.allDone() && tr.sender.Done(tr.sim.Now) }, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	rec := tr.receivers[0].Checkpoint()
+	if rec == nil {
+		t.Fatal("no checkpoint from the first receiver")
+	}
+	st := &rmtptest.MemStore{}
+	r, err := rmtp.NewReceiver(rmtp.ReceiverConfig{ControlGroup: rmtp.FeedbackOf(regionGroup(0)), Rand: rand.New(rand.NewPCG(8, 99)),
+		Resume: func(id wire.SessionID) (*checkpoint.Record, error) {
+			if id == wire.SessionID(rec.Session) {
+				return rec, nil
+			}
+			return nil, nil
+		}}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.sim.Add(rmtptest.ReceiverEndpoint{Receiver: r}, dataGroup, regionGroup(0), rmtp.FeedbackOf(regionGroup(0)))
+	if err := tr.sim.Run(func() bool { return r.Done() || r.Err() != nil }, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if r.Err() != nil || !bytes.Equal(st.Files[1], file) {
+		t.Fatalf("restarted receiver: err %v, copy ok %v", r.Err(), bytes.Equal(st.Files[1], file))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/mcp-dev/mcp/checkpoint"
 	"github.com/mcp-dev/mcp/rmtp/wire"
 )
 
@@ -324,7 +325,7 @@ func (d *daemon) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 	}
 	switch p.Type {
 	case wire.TypeAnnounce:
-		if p.Flags&wire.FlagCached != 0 && !d.opts.Receiver.FromCache {
+		if p.Flags&wire.FlagCached != 0 && !d.opts.Receiver.FromCache && !d.hasCheckpoint(p.Session) {
 			d.stats.Totals.Drops["cached_session"]++ // an old session, from a repair server's cache
 			return
 		}
@@ -630,4 +631,19 @@ func addStats(dst, src *ReceiverStats) {
 	for k, v := range src.Drops {
 		dst.Drops[k] += v
 	}
+}
+
+// hasCheckpoint reports whether the daemon's state directory holds a
+// checkpoint of session id: such a session, cut short before, is taken
+// up from a repair server's cache too.
+func (d *daemon) hasCheckpoint(id wire.SessionID) bool {
+	if d.opts.StateDir == "" {
+		return false
+	}
+	cs, err := checkpoint.Open(d.opts.StateDir)
+	if err != nil {
+		return false
+	}
+	rec, err := cs.Load(id.String())
+	return err == nil && rec != nil
 }

@@ -375,7 +375,7 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 			r.stash(p)
 			return
 		}
-		if p.Flags&wire.FlagCached != 0 && !r.cfg.FromCache && r.cfg.Session == (wire.SessionID{}) {
+		if p.Flags&wire.FlagCached != 0 && !r.cfg.FromCache && r.cfg.Session == (wire.SessionID{}) && !r.hasCheckpoint(p.Session) {
 			r.Drop("cached_session") // an old session, announced from a cache
 			return
 		}

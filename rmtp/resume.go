@@ -96,6 +96,17 @@ func (r *Receiver) resume(now time.Time) {
 	r.manifestDone(now)
 }
 
+// hasCheckpoint reports whether a checkpoint of session id exists: a
+// receiver restarted with the same flags takes up its own session from a
+// repair server's cache, though it would ignore other cached sessions.
+func (r *Receiver) hasCheckpoint(id wire.SessionID) bool {
+	if r.cfg.Resume == nil {
+		return false
+	}
+	rec, err := r.cfg.Resume(id)
+	return err == nil && rec != nil
+}
+
 // checkRecord checks that a checkpoint belongs to the session announced.
 func (r *Receiver) checkRecord(rec *checkpoint.Record) error {
 	switch {
