@@ -159,8 +159,11 @@
 //     parity indexes the crashed run used are not remembered, and the
 //     receivers may hold some of them.
 //   - UDP GSO and GRO (gso.go) are opt-in (--offload): they cut the
-//     sender's CPU per datagram about 3x and a receiver's about 2x on
-//     loopback, but in a namespace lab nftables drops a GSO buffer as one
-//     packet, so losses come in runs; the sender shrinks its GSO buffers
-//     while repairs exceed 1% of its data.
+//     sender's CPU per datagram 3-4x and a receiver's about 2x. GRO is
+//     only on the data socket: on feedback sockets it read a few small
+//     datagrams per call, the sender read NAKs late, and its GRTT
+//     estimate (and every NAK timer) grew tenfold under loss. In a
+//     namespace lab nftables drops a GSO buffer as one packet, so losses
+//     come in runs; the sender shrinks its GSO buffers while repairs
+//     exceed 1% of its data.
 package rmtp

@@ -132,7 +132,9 @@ func (rn resolvedNet) open(bind netip.AddrPort) (*UDPConn, error) {
 		WriteBuffer: 8 << 20,
 		Logger:      rn.logger,
 		GSO:         rn.offload,
-		GRO:         rn.offload,
+		// Coalesced receives only where bulk data arrives: feedback is
+		// small datagrams, which GRO would read a few per call.
+		GRO: rn.offload && bind == rn.data,
 	})
 }
 

@@ -44,7 +44,7 @@ const gsoMaxBytes = 65507
 const groBufSize = 65536
 
 // groMaxBatch is how many coalesced buffers one recvmmsg takes.
-const groMaxBatch = 8
+const groMaxBatch = 32
 
 // gsoState is a UDPConn's segmentation state, guarded by writeMu.
 type gsoState struct {
