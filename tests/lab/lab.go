@@ -107,30 +107,41 @@ func New(tb TB, opts Options) *Lab {
 		opts.Logf = tb.Logf
 	}
 	l, err := Start(opts)
-	if err != nil {
-		if errors.Is(err, ErrNoPrivilege) {
-			if os.Getenv("CI") == "true" {
-				tb.Fatalf("lab: %v", err)
-			}
-			tb.Skipf("lab: %v", err)
-		}
-		tb.Fatalf("lab: %v", err)
+	if err == nil {
+		tie(tb, l.Name, l.Close)
+	} else {
+		failStart(tb, err)
 	}
+	return l
+}
+
+// failStart ends a test whose lab could not be built: a skip with the
+// reason without privileges (a failure when CI is "true"), else a failure.
+func failStart(tb TB, err error) {
+	tb.Helper()
+	if errors.Is(err, ErrNoPrivilege) && os.Getenv("CI") != "true" {
+		tb.Skipf("lab: %v", err)
+	}
+	tb.Fatalf("lab: %v", err)
+}
+
+// tie closes a lab in tb.Cleanup and, if tb has a Deadline (like
+// *testing.T), 5 seconds before it.
+func tie(tb TB, name string, close func() error) {
 	tb.Cleanup(func() {
-		if err := l.Close(); err != nil {
+		if err := close(); err != nil {
 			tb.Logf("lab: %v", err)
 		}
 	})
 	if d, ok := tb.(interface{ Deadline() (time.Time, bool) }); ok {
 		if dl, ok := d.Deadline(); ok {
 			timer := time.AfterFunc(time.Until(dl)-5*time.Second, func() {
-				fmt.Fprintf(os.Stderr, "lab %s: test deadline near, tearing down\n", l.Name)
-				l.Close()
+				fmt.Fprintf(os.Stderr, "lab %s: test deadline near, tearing down\n", name)
+				close()
 			})
 			tb.Cleanup(func() { timer.Stop() })
 		}
 	}
-	return l
 }
 
 // Start builds a lab. The caller must Close it. Errors wrapping

@@ -2,14 +2,12 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Link is one interface of a host in a multi-bridge lab.
@@ -71,28 +69,10 @@ func NewSites(tb TB, opts SitesOptions) *Sites {
 		opts.Logf = tb.Logf
 	}
 	s, err := StartSites(opts)
-	if err != nil {
-		if errors.Is(err, ErrNoPrivilege) {
-			if os.Getenv("CI") == "true" {
-				tb.Fatalf("lab: %v", err)
-			}
-			tb.Skipf("lab: %v", err)
-		}
-		tb.Fatalf("lab: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Logf("lab: %v", err)
-		}
-	})
-	if d, ok := tb.(interface{ Deadline() (time.Time, bool) }); ok {
-		if dl, ok := d.Deadline(); ok {
-			timer := time.AfterFunc(time.Until(dl)-5*time.Second, func() {
-				fmt.Fprintf(os.Stderr, "lab %s: test deadline near, tearing down\n", s.Name)
-				s.Close()
-			})
-			tb.Cleanup(func() { timer.Stop() })
-		}
+	if err == nil {
+		tie(tb, s.Name, s.Close)
+	} else {
+		failStart(tb, err)
 	}
 	return s
 }
