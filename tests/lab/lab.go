@@ -144,20 +144,15 @@ func tie(tb TB, name string, close func() error) {
 	}
 }
 
-// Start builds a lab. The caller must Close it. Errors wrapping
-// ErrNoPrivilege mean the machine cannot run labs at all.
-func Start(opts Options) (*Lab, error) {
-	if opts.Hosts == 0 {
-		opts.Hosts = 2
+// begin checks the MTU (0: 1500) and the privileges a lab needs, sweeps
+// labs of dead processes, and makes a new lab's name, subnet and bridge
+// namespace; Start and StartSites build the rest.
+func begin(mtu *int, logf func(string, ...any)) (*Lab, error) {
+	if *mtu == 0 {
+		*mtu = 1500
 	}
-	if opts.Hosts < 1 || opts.Hosts > 250 {
-		return nil, fmt.Errorf("Hosts %d out of range [1, 250]", opts.Hosts)
-	}
-	if opts.MTU == 0 {
-		opts.MTU = 1500
-	}
-	if opts.MTU < 576 || opts.MTU > 65535 {
-		return nil, fmt.Errorf("MTU %d out of range [576, 65535]", opts.MTU)
+	if *mtu < 576 || *mtu > 65535 {
+		return nil, fmt.Errorf("MTU %d out of range [576, 65535]", *mtu)
 	}
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("%w: not root (run as root to use network namespaces)", ErrNoPrivilege)
@@ -172,7 +167,7 @@ func Start(opts Options) (*Lab, error) {
 	l := &Lab{
 		Name:   fmt.Sprintf("%s%d-%d", Prefix, pid, n),
 		Subnet: 1 + (pid*7+n)%250,
-		logf:   opts.Logf,
+		logf:   logf,
 	}
 	if l.logf == nil {
 		l.logf = func(string, ...any) {}
@@ -181,7 +176,23 @@ func Start(opts Options) (*Lab, error) {
 	if err := l.addNS(l.BridgeNS); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoPrivilege, err)
 	}
-	err := l.build(opts)
+	return l, nil
+}
+
+// Start builds a lab. The caller must Close it. Errors wrapping
+// ErrNoPrivilege mean the machine cannot run labs at all.
+func Start(opts Options) (*Lab, error) {
+	if opts.Hosts == 0 {
+		opts.Hosts = 2
+	}
+	if opts.Hosts < 1 || opts.Hosts > 250 {
+		return nil, fmt.Errorf("Hosts %d out of range [1, 250]", opts.Hosts)
+	}
+	l, err := begin(&opts.MTU, opts.Logf)
+	if err != nil {
+		return nil, err
+	}
+	err = l.build(opts)
 	if err != nil {
 		l.Close()
 		return nil, err

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 )
@@ -97,33 +95,9 @@ func StartSites(opts SitesOptions) (*Sites, error) {
 			seen[b] = true
 		}
 	}
-	if opts.MTU == 0 {
-		opts.MTU = 1500
-	}
-	if opts.MTU < 576 || opts.MTU > 65535 {
-		return nil, fmt.Errorf("MTU %d out of range [576, 65535]", opts.MTU)
-	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("%w: not root (run as root to use network namespaces)", ErrNoPrivilege)
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return nil, fmt.Errorf("%w: iproute2 (ip) not found", ErrNoPrivilege)
-	}
-	Sweep(false)
-
-	pid := os.Getpid()
-	n := int(counter.Add(1))
-	l := &Lab{
-		Name:   fmt.Sprintf("%s%d-%d", Prefix, pid, n),
-		Subnet: 1 + (pid*7+n)%250,
-		logf:   opts.Logf,
-	}
-	if l.logf == nil {
-		l.logf = func(string, ...any) {}
-	}
-	l.BridgeNS = l.Name + "-br"
-	if err := l.addNS(l.BridgeNS); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoPrivilege, err)
+	l, err := begin(&opts.MTU, opts.Logf)
+	if err != nil {
+		return nil, err
 	}
 	s := &Sites{Lab: l}
 	if err := s.build(opts); err != nil {
