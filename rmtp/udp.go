@@ -228,9 +228,14 @@ func listenUDP4(bind netip.AddrPort) (*net.UDPConn, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("bind", err)
 	}
-	// FilePacketConn dups the descriptor and registers the copy with the
-	// runtime poller; the file is closed either way.
-	f := os.NewFile(uintptr(fd), "udp4:"+bind.String())
+	return fdConn(fd, "udp4:"+bind.String())
+}
+
+// fdConn turns a bound socket into a *net.UDPConn. FilePacketConn dups
+// the descriptor and registers the copy with the runtime poller; the
+// file is closed either way.
+func fdConn(fd int, name string) (*net.UDPConn, error) {
+	f := os.NewFile(uintptr(fd), name)
 	pc, err := net.FilePacketConn(f)
 	f.Close()
 	if err != nil {

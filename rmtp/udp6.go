@@ -140,18 +140,7 @@ func listenUDP6(bind netip.AddrPort, ifi *net.Interface) (*net.UDPConn, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("bind", err)
 	}
-	f := os.NewFile(uintptr(fd), "udp6:"+bind.String())
-	pc, err := net.FilePacketConn(f)
-	f.Close()
-	if err != nil {
-		return nil, err
-	}
-	conn, ok := pc.(*net.UDPConn)
-	if !ok {
-		pc.Close()
-		return nil, fmt.Errorf("socket is a %T, not a UDP socket", pc)
-	}
-	return conn, nil
+	return fdConn(fd, "udp6:"+bind.String())
 }
 
 // setup6 is setup for IPv6.
