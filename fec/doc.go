@@ -63,10 +63,20 @@
 // per call for k > 10. Tests prove the bytes of both paths equal those of a
 // plain library encoder with the default matrix.
 //
+// # Rebuilding
+//
+// With up to 32 source symbols missing, [Codec.Rebuild] solves only for the
+// missing ones (erasure.go): it inverts the e×e matrix of the parity rows
+// used at the missing columns, e³ field operations, where the library's
+// ReconstructData inverts a k×k matrix chosen by the loss pattern (about
+// 100 µs at k=64). The slice work is the same, one combination of k symbols
+// per missing symbol. BenchmarkRebuild (k=64, 3 lost): 7.8 µs and no
+// allocation, against 62 µs and 266 allocations through the library. More
+// missing symbols go to the library with the (k, 0, m) encoder.
+//
 // # No inversion cache
 //
-// Rebuilding inverts a k×k matrix chosen by the loss pattern (about 100 µs at
-// k=64). The library can cache inverses per pattern, but that cache grows
+// The library can cache inverses per loss pattern, but that cache grows
 // without bound (about 7 KiB per distinct pattern at k=64) and receivers see
 // ever new random patterns, so it is turned off. Encoders also run with one
 // goroutine each: callers parallelise across blocks themselves.

@@ -160,6 +160,13 @@ func (c *Codec) Rebuild(k int, syms [][]byte) error {
 		return fmt.Errorf("fec: rebuild: block of %d source symbols has %d of %d symbols (%d source missing), need %d: %w",
 			k, present, len(syms), missingSource, k, ErrTooFewSymbols)
 	}
+	gen, err := generator(k)
+	if err != nil {
+		return fmt.Errorf("fec: rebuild: %w", err)
+	}
+	if c.rebuildFew(k, syms, gen) {
+		return nil
+	}
 	enc, err := c.encoder(k, 0, len(syms)-k)
 	if err != nil {
 		return fmt.Errorf("fec: rebuild: %w", err)
