@@ -70,8 +70,8 @@ func TestLingerFromLargestAdvertisedGRTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.AppendOutgoing(now, make([]Datagram, 0, 4)) // ANNOUNCE: advertises 200 ms
-	for range 200 {
-		s.grtt.sample(2 * time.Millisecond)
+	for i := range 400 {
+		s.grtt.sample(now.Add(time.Duration(i)*25*time.Millisecond), 2*time.Millisecond)
 	}
 	if s.grtt.grtt > 10*time.Millisecond {
 		t.Fatalf("estimate %v, want it near 2 ms", s.grtt.grtt)

@@ -327,8 +327,9 @@ func (s *Sender) echo(now time.Time, ts uint64, delayMicros uint32) {
 	}
 	rtt := now.Sub(s.start) - time.Duration(ts) - time.Duration(delayMicros)*time.Microsecond
 	if rtt > 0 && rtt < 2*MaxGRTT {
-		s.grtt.sample(rtt)
-		s.rep.SetGRTT(s.grtt.grtt)
+		if s.grtt.sample(now, rtt) {
+			s.rep.SetGRTT(s.grtt.grtt)
+		}
 	}
 }
 
