@@ -49,7 +49,7 @@ const groMaxBatch = 32
 // gsoState is a UDPConn's segmentation state, guarded by writeMu.
 type gsoState struct {
 	on    bool // UDP_SEGMENT in use
-	max   int  // datagrams per buffer now (SetSegments); 1 sends them one by one
+	max   int  // datagrams per buffer: gsoMaxSegments
 	gmsgs []ipv4.Message
 	oob   [][]byte // one UDP_SEGMENT control message per gmsgs entry
 	segs  [][]int  // datagrams of ms in each message: index of the first, count
@@ -89,32 +89,6 @@ func (c *UDPConn) enableGSO() {
 		g.oob[i] = b
 		g.segs[i] = make([]int, 2)
 	}
-}
-
-// SetSegments sets how many datagrams at most go in one GSO buffer, in
-// [1, gsoMaxSegments]; 1 sends them one by one. It does nothing where
-// segmentation is off.
-func (c *UDPConn) SetSegments(n int) {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	c.gso.max = min(max(n, 1), gsoMaxSegments)
-}
-
-// gsoSegmentsFor picks the GSO buffer size from the share of repairs in
-// what the sender sent lately. Where loss is injected per packet after
-// segmentation (on a real wire) a large buffer costs nothing; but a
-// bridge, a veth's qdisc or netfilter (the namespace lab) sees a GSO
-// buffer as one packet and drops its datagrams together, which costs
-// more parity than the same loss spread out. So the sender shrinks the
-// buffers while repairs are more than a few percent of its data.
-func gsoSegmentsFor(repairShare float64) int {
-	switch {
-	case repairShare > 0.04:
-		return 1
-	case repairShare > 0.01:
-		return 2
-	}
-	return gsoMaxSegments
 }
 
 // enableGRO asks the kernel for coalesced receives.

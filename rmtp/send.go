@@ -216,10 +216,6 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	}
 
 	out := make([]Datagram, 0, DefaultBatch)
-	// GSO buffer size follows the share of repairs (gso.go).
-	var lastSeg time.Time
-	var prevSeg [2]uint64
-	const segmentInterval = 250 * time.Millisecond
 	l := &loop{
 		now:   now,
 		eng:   s,
@@ -233,15 +229,6 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 			out, err = writeOutgoing(s, wconn, out, t, now, relay)
 			if ck != nil {
 				ck.maybe(t, s)
-			}
-			if t.Sub(lastSeg) >= segmentInterval {
-				lastSeg = t
-				st := s.Stats()
-				data, rep := st.DataPackets-prevSeg[0], st.ParityPackets+st.RetransPackets-prevSeg[1]
-				prevSeg = [2]uint64{st.DataPackets, st.ParityPackets + st.RetransPackets}
-				if data+rep > 0 {
-					conn.SetSegments(gsoSegmentsFor(float64(rep) / float64(data+rep)))
-				}
 			}
 			if err != nil {
 				return fmt.Errorf("send on %s: %w", rn.ifi.Name, err)

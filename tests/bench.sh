@@ -29,7 +29,7 @@ if [[ $(id -u) -ne 0 ]]; then
 	echo "bench.sh: needs root (network namespaces, nftables)" >&2
 	exit 1
 fi
-for tool in go ip nft; do
+for tool in go ip nft ethtool; do
 	command -v "$tool" >/dev/null || { echo "bench.sh: $tool not found" >&2; exit 1; }
 done
 

@@ -17,8 +17,11 @@
 // before a test's deadline, because a test that times out panics without
 // running its cleanups.
 //
-// Everything needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN), iproute2 and,
-// for SetLoss, nft.
+// Each host's veth cuts UDP GSO buffers into datagrams as they leave it
+// (segmentUDP), so loss and per-packet costs are those of a real wire.
+//
+// Everything needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN), iproute2,
+// ethtool and, for SetLoss, nft.
 package lab
 
 import (
@@ -160,6 +163,9 @@ func begin(mtu *int, logf func(string, ...any)) (*Lab, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("%w: iproute2 (ip) not found", ErrNoPrivilege)
 	}
+	if _, err := exec.LookPath("ethtool"); err != nil {
+		return nil, fmt.Errorf("%w: ethtool not found (apt-get install ethtool; the lab turns off UDP segmentation offload on its veths)", ErrNoPrivilege)
+	}
 	Sweep(false)
 
 	pid := os.Getpid()
@@ -241,7 +247,25 @@ func (l *Lab) build(opts Options) error {
 				return err
 			}
 		}
+		if err := segmentUDP(h.NS, "eth0"); err != nil {
+			return err
+		}
 		l.Hosts = append(l.Hosts, h)
+	}
+	return nil
+}
+
+// segmentUDP turns off UDP segmentation offload on a host's veth, so that
+// a GSO buffer a sender hands the kernel (mcp --offload) is cut into
+// datagrams as it leaves the host, as a NIC puts single frames on a
+// wire. Otherwise the bridge, the other hosts' netfilter and sockets see
+// the whole buffer as one packet: SetLoss would drop runs of datagrams
+// instead of single ones, and receivers would be spared the per-datagram
+// cost they pay on a real network.
+func segmentUDP(ns, dev string) error {
+	out, err := exec.Command("ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx-udp-segmentation", "off").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ethtool -K %s tx-udp-segmentation off in %s: %v: %s", dev, ns, err, bytes.TrimSpace(out))
 	}
 	return nil
 }

@@ -158,6 +158,9 @@ func (s *Sites) build(opts SitesOptions) error {
 					return err
 				}
 			}
+			if err := segmentUDP(h.NS, ln.Name); err != nil {
+				return err
+			}
 			links = append(links, ln)
 		}
 		// Multicast leaves by the first link unless a socket names its
