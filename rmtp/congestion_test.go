@@ -143,10 +143,14 @@ func TestCongestionReports(t *testing.T) {
 	if got := statuses(r0); len(got) != 0 {
 		t.Fatalf("a queue at 5%% was reported: %+v", got[0].Status)
 	}
-	r0.NoteLoad(now, rmtp.SocketLoad{Queued: c / 5, Capacity: c}) // 20% and growing
+	r0.NoteLoad(now, rmtp.SocketLoad{Queued: c / 5, Capacity: c}) // 20%, growing: under the threshold
+	if got := statuses(r0); len(got) != 0 {
+		t.Fatalf("a queue at 20%% was reported: %+v", got[0].Status)
+	}
+	r0.NoteLoad(now, rmtp.SocketLoad{Queued: c * 3 / 10, Capacity: c}) // 30% and growing
 	got := statuses(r0)
-	if len(got) != 1 || got[0].Status.Flags&wire.StatusCongested == 0 || got[0].Status.QueuePermille != 200 {
-		t.Fatalf("got %+v, want one congested STATUS at 200 permille", got)
+	if len(got) != 1 || got[0].Status.Flags&wire.StatusCongested == 0 || got[0].Status.QueuePermille != 300 {
+		t.Fatalf("got %+v, want one congested STATUS at 300 permille", got)
 	}
 	// Drops within the interval are held for the next report.
 	now = now.Add(time.Millisecond)

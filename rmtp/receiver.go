@@ -292,8 +292,13 @@ func (r *Receiver) Stats() ReceiverStats {
 func (r *Receiver) Drop(reason string) { r.stats.Drops[reason]++ }
 
 // congestionFill is the queue fill, in permille, from which a receive
-// queue that is still growing counts as falling behind.
-const congestionFill = 125
+// queue that is still growing counts as falling behind. At 125 (4 MiB of
+// a 32 MiB buffer, about 100 ms at 300 Mbit/s) a receiver descheduled for
+// a few tens of ms on a shared host reported congestion with no packet
+// lost, and the sender's cuts cost 5-10% of the 5%-loss transfer time in
+// tests/bench.sh; from 250 the sender cut once or not at all there, and
+// socket overruns still report at once.
+const congestionFill = 250
 
 // NoteLoad tells the receiver how loaded its data socket is; the driver
 // samples it every few milliseconds while packets flow. A receiver falls
