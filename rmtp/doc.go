@@ -158,12 +158,13 @@
 //     next epoch, whose repairs start half way up the parity range: the
 //     parity indexes the crashed run used are not remembered, and the
 //     receivers may hold some of them.
-//   - UDP GSO and GRO (gso.go) are opt-in (--offload): they cut the
-//     sender's CPU per datagram 3-4x and a receiver's about 2x. GRO is
-//     only on the data socket: on feedback sockets it read a few small
-//     datagrams per call, the sender read NAKs late, and its GRTT
-//     estimate (and every NAK timer) grew tenfold under loss. In a
-//     namespace lab nftables drops a GSO buffer as one packet, so losses
-//     come in runs; the sender shrinks its GSO buffers while repairs
-//     exceed 1% of its data.
+//   - UDP GSO and GRO (gso.go) are on by default (NetConfig.Offload, mcp
+//     --offload=false turns them off): GSO cuts the sender's CPU per
+//     datagram 3-4x; GRO helps a receiver where its NIC or driver
+//     coalesces. GRO is only on the data socket: on feedback sockets it
+//     read a few small datagrams per call, the sender read NAKs late, and
+//     its GRTT estimate (and every NAK timer) grew tenfold under loss.
+//     The namespace lab (tests/lab) cuts GSO buffers into datagrams as
+//     they leave the sender's veth, as a NIC does, so its loss is per
+//     datagram like a wire's.
 package rmtp

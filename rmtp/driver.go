@@ -44,7 +44,8 @@ type NetConfig struct {
 	ClockSkew time.Duration
 	// Offload turns on UDP segmentation and coalesced receives (GSO and
 	// GRO, gso.go): runs of datagrams cross the kernel as one packet.
-	// Off by default until measured in the lab under loss (see gso.go).
+	// The mcp command turns it on unless --offload=false; the zero
+	// NetConfig leaves it off, so library callers choose.
 	Offload bool
 }
 

@@ -30,10 +30,11 @@ import (
 // one by one; GRO that cannot be enabled is simply not used.
 
 // gsoMaxSegments is the most datagrams in one GSO buffer (the kernel
-// allows 64, and at most 64 KiB in all). In the namespace lab nftables
-// sees a GSO buffer as one packet, so random loss there drops runs of up
-// to this many datagrams at once; 8 keeps those runs short (an eighth of a
-// 64-symbol block) while cutting the per-packet cost of the path eightfold.
+// allows 64, and at most 64 KiB in all). Where a GSO buffer crosses a
+// bridge or veth whole and is dropped whole (a queue overflow on a
+// software path), losses come in runs of up to this many datagrams; 8
+// keeps those runs short (an eighth of a 64-symbol block) while cutting
+// the per-packet cost of the path eightfold.
 const gsoMaxSegments = 8
 
 // gsoMaxBytes bounds a GSO buffer's payload (IPv4: 65535 - 20 - 8).

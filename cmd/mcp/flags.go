@@ -36,8 +36,8 @@ func (f *netFlags) add(cmd *cobra.Command) {
 		"multicast TTL: how many routers packets cross; 0 keeps them on this host")
 	fs.StringVar(&f.key, "key", "",
 		"pre-shared key file (make one with mcp keygen): seal every packet and accept only packets sealed with it; every host of the group needs the same key")
-	fs.BoolVar(&f.offload, "offload", false,
-		"experimental: UDP segmentation offload (GSO) on sends and coalesced receives (GRO) on the data socket, several times less CPU per datagram (README, \"UDP offload\"); falls back if the kernel refuses")
+	fs.BoolVar(&f.offload, "offload", true,
+		"UDP segmentation offload (GSO) on sends and coalesced receives (GRO) on the data socket, several times less CPU per datagram (README, \"UDP offload\"); falls back by itself if the kernel refuses; --offload=false sends and reads datagram by datagram")
 	fs.DurationVar(&f.clockSkew, "clock-skew", rmtp.DefaultClockSkew,
 		"with --key: drop packets sent more than this far from this host's clock (replay protection; hosts' clocks must agree this well)")
 }

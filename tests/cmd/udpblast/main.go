@@ -28,6 +28,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,6 +42,11 @@ const batch = 64
 func main() {
 	if len(os.Args) < 2 {
 		usage()
+	}
+	// The same scheduling as mcp send/receive (cmd/mcp oneProc), so the
+	// baseline is not slowed by the Go scheduler where mcp is not.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
 	}
 	var err error
 	switch os.Args[1] {
