@@ -39,34 +39,39 @@ func (h *Host) Link() (LinkStats, error) {
 // outTable is the nftables table CountUDPOut owns in a host namespace.
 const outTable = "mcplab_out"
 
-// CountUDPOut makes the host count the UDP datagrams it sends (nftables,
-// output hook): what a process sent even if it is killed before it can
-// say.
+// CountUDPOut makes the lab count the UDP datagrams the host sends
+// (nftables, in the bridge namespace, on the ingress of the host's bridge
+// port): what a process sent even if it is killed before it can say.
+// Counting there, after the host's veth has cut GSO buffers into
+// datagrams (segmentUDP), counts datagrams as they would cross a wire;
+// the host's own output hook sees a GSO buffer as one packet.
 func (h *Host) CountUDPOut() error {
-	script := fmt.Sprintf(`add table ip %[1]s
-delete table ip %[1]s
-table ip %[1]s {
-	chain output {
-		type filter hook output priority 0; policy accept;
-		meta l4proto udp counter
+	t := h.outTable()
+	script := fmt.Sprintf(`add table netdev %[1]s
+delete table netdev %[1]s
+table netdev %[1]s {
+	chain ingress {
+		type filter hook ingress device "%[2]s" priority 0; policy accept;
+		ip protocol udp counter
 	}
 }
-`, outTable)
-	cmd := exec.Command("ip", "netns", "exec", h.NS, "nft", "-f", "-")
+`, t, h.port)
+	cmd := exec.Command("ip", "netns", "exec", h.Lab.BridgeNS, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft in %s: %v: %s", h.NS, err, bytes.TrimSpace(out))
+		return fmt.Errorf("nft in %s: %v: %s", h.Lab.BridgeNS, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
 
-// UDPOut returns CountUDPOut's counter: datagrams, and their bytes as the
-// output hook sees them (IP header included, so the UDP payload is
-// bytes - 28*packets for IPv4).
+func (h *Host) outTable() string { return fmt.Sprintf("%s_%s", outTable, h.port) }
+
+// UDPOut returns CountUDPOut's counter: datagrams, and their bytes from
+// the IP header on (so the UDP payload is bytes - 28*packets for IPv4).
 func (h *Host) UDPOut() (packets, ipBytes uint64, err error) {
-	out, err := exec.Command("ip", "netns", "exec", h.NS, "nft", "list", "table", "ip", outTable).CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", h.Lab.BridgeNS, "nft", "list", "table", "netdev", h.outTable()).CombinedOutput()
 	if err != nil {
-		return 0, 0, fmt.Errorf("nft in %s: %v: %s", h.NS, err, bytes.TrimSpace(out))
+		return 0, 0, fmt.Errorf("nft in %s: %v: %s", h.Lab.BridgeNS, err, bytes.TrimSpace(out))
 	}
 	f := strings.Fields(string(out))
 	for i := 0; i+4 < len(f); i++ {
@@ -79,5 +84,5 @@ func (h *Host) UDPOut() (packets, ipBytes uint64, err error) {
 			return p, b, nil
 		}
 	}
-	return 0, 0, fmt.Errorf("nft in %s: no counter in %q", h.NS, out)
+	return 0, 0, fmt.Errorf("nft in %s: no counter in %q", h.Lab.BridgeNS, out)
 }

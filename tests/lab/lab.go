@@ -96,6 +96,9 @@ type Host struct {
 	Iface string
 	// Addr is eth0's IPv4 address.
 	Addr netip.Addr
+	// port is the bridge-side end of the host's (first) veth, in the
+	// lab's bridge namespace.
+	port string
 }
 
 var counter atomic.Int32
@@ -232,6 +235,7 @@ func (l *Lab) build(opts Options) error {
 			return err
 		}
 		port := fmt.Sprintf("p%d", i) // inside the bridge namespace: short and unique there
+		h.port = port
 		steps := [][]string{
 			// Both ends are born inside lab namespaces: never in ours.
 			{"-n", br, "link", "add", port, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "mtu", mtu, "netns", h.NS},

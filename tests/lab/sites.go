@@ -161,6 +161,9 @@ func (s *Sites) build(opts SitesOptions) error {
 			if err := segmentUDP(h.NS, ln.Name); err != nil {
 				return err
 			}
+			if j == 0 {
+				h.port = port
+			}
 			links = append(links, ln)
 		}
 		// Multicast leaves by the first link unless a socket names its
