@@ -106,13 +106,52 @@ type Repairer struct {
 	grtt    time.Duration
 
 	buckets     map[blockKey]*bucket
-	bucketQueue []*bucket // in deadline order
-	jobs        []*repairJob
+	bucketQueue queue[bucket] // in deadline order
+	jobs        queue[repairJob]
 	history     map[blockKey]*repairHist
 	symbolPool  [][]byte
 	lastRepair  time.Time
 	stats       RepairStats
 	debug       bool
+
+	// Reuse, so that answering NAKs does not allocate per block: buckets
+	// and jobs are recycled once answered (nothing else points to them
+	// then), history entries come from slabs (they live as long as the
+	// Repairer), and syms is scratch for cutting a block into symbols.
+	freeBuckets []*bucket
+	freeJobs    []*repairJob
+	histSlab    []repairHist
+	syms        [][]byte
+}
+
+// queue is a FIFO of pointers that reuses its backing array, so a queue
+// that is pushed and popped in turn does not allocate (a slice popped by
+// reslicing from the front creeps off its array and reallocates).
+type queue[T any] struct {
+	items []*T // items[head:] are queued
+	head  int
+}
+
+func (q *queue[T]) len() int  { return len(q.items) - q.head }
+func (q *queue[T]) front() *T { return q.items[q.head] }
+
+func (q *queue[T]) push(x *T) {
+	if q.head > 0 && len(q.items) == cap(q.items) {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	q.items = append(q.items, x)
+}
+
+func (q *queue[T]) pop() *T {
+	x := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+	return x
 }
 
 // NewRepairer returns a repairer for a session of the given layout.
@@ -159,10 +198,10 @@ func (r *Repairer) SetGRTT(d time.Duration) { r.grtt = min(max(d, MinGRTT), MaxG
 func (r *Repairer) Stats() RepairStats { return r.stats }
 
 // Pending reports whether repair packets are waiting to go.
-func (r *Repairer) Pending() bool { return len(r.jobs) > 0 }
+func (r *Repairer) Pending() bool { return r.jobs.len() > 0 }
 
 // Idle reports whether nothing is gathered or queued.
-func (r *Repairer) Idle() bool { return len(r.jobs) == 0 && len(r.bucketQueue) == 0 }
+func (r *Repairer) Idle() bool { return r.jobs.len() == 0 && r.bucketQueue.len() == 0 }
 
 // LastRepair returns when the last repair finished going out.
 func (r *Repairer) LastRepair() time.Time { return r.lastRepair }
@@ -170,10 +209,10 @@ func (r *Repairer) LastRepair() time.Time { return r.lastRepair }
 // NextDeadline returns when HandleTimer next has a bucket to close; zero
 // if none.
 func (r *Repairer) NextDeadline() time.Time {
-	if len(r.bucketQueue) == 0 {
+	if r.bucketQueue.len() == 0 {
 		return time.Time{}
 	}
-	return r.bucketQueue[0].deadline
+	return r.bucketQueue.front().deadline
 }
 
 // aggWindow is how long NAKs for one block are gathered: one NAK slot
@@ -229,9 +268,10 @@ func (r *Repairer) HandleNAK(now time.Time, n *wire.NAK, has func(obj, blk uint3
 		}
 		b := r.buckets[key]
 		if b == nil {
-			b = &bucket{key: key, deadline: now.Add(r.aggWindow())}
+			b = r.newBucket()
+			*b = bucket{key: key, deadline: now.Add(r.aggWindow())}
 			r.buckets[key] = b
-			r.bucketQueue = append(r.bucketQueue, b)
+			r.bucketQueue.push(b)
 		}
 		b.need = max(b.need, need)
 		for j := range min(len(e.Mask), len(b.mask)) {
@@ -242,15 +282,47 @@ func (r *Repairer) HandleNAK(now time.Time, n *wire.NAK, has func(obj, blk uint3
 
 // HandleTimer turns buckets whose window has closed into repair jobs.
 func (r *Repairer) HandleTimer(now time.Time) {
-	for len(r.bucketQueue) > 0 && !r.bucketQueue[0].deadline.After(now) {
-		b := r.bucketQueue[0]
-		r.bucketQueue = r.bucketQueue[1:]
+	for r.bucketQueue.len() > 0 && !r.bucketQueue.front().deadline.After(now) {
+		b := r.bucketQueue.pop()
 		delete(r.buckets, b.key)
 		r.queueRepair(b)
+		r.freeBuckets = append(r.freeBuckets, b) // answered: nothing points to it now
 	}
-	if len(r.bucketQueue) == 0 {
-		r.bucketQueue = nil // let the backing array go
+}
+
+func (r *Repairer) newBucket() *bucket {
+	if n := len(r.freeBuckets); n > 0 {
+		b := r.freeBuckets[n-1]
+		r.freeBuckets = r.freeBuckets[:n-1]
+		return b
 	}
+	return new(bucket)
+}
+
+// newHist returns a history entry for a block, from a slab: entries are
+// never freed (they outlive the block's repairs), so one allocation
+// serves 256 blocks.
+func (r *Repairer) newHist() *repairHist {
+	if len(r.histSlab) == 0 {
+		r.histSlab = make([]repairHist, 256)
+	}
+	h := &r.histSlab[0]
+	r.histSlab = r.histSlab[1:]
+	return h
+}
+
+// newJob returns an empty job, reusing the slices of a finished one.
+func (r *Repairer) newJob(key blockKey, k int) *repairJob {
+	var j *repairJob
+	if n := len(r.freeJobs); n > 0 {
+		j = r.freeJobs[n-1]
+		r.freeJobs = r.freeJobs[:n-1]
+		*j = repairJob{retx: j.retx[:0], parity: j.parity[:0]}
+	} else {
+		j = new(repairJob)
+	}
+	j.key, j.k = key, k
+	return j
 }
 
 // queueRepair turns a bucket into a job.
@@ -258,20 +330,21 @@ func (r *Repairer) queueRepair(b *bucket) {
 	h := r.history[b.key]
 	k := r.lay.blockSymbols(r.cfg.Sizes[b.key.obj], b.key.blk)
 	if h == nil {
-		h = &repairHist{nextParity: r.cfg.Proactive}
+		h = r.newHist()
+		h.nextParity = r.cfg.Proactive
 		if r.cfg.Epoch%2 == 1 {
 			h.nextParity += max(fec.MaxParity(k)-r.cfg.Proactive, 0) / 2
 		}
 		r.history[b.key] = h
 	}
 	r.stats.RepairRounds++
-	j := &repairJob{key: b.key, k: k}
+	j := r.newJob(b.key, k)
 	r.grow(j, h, b.need, b.mask[:])
 	h.job = j
-	r.jobs = append(r.jobs, j)
+	r.jobs.push(j)
 	if r.debug {
 		r.cfg.Logger.Debug("repair queued", "object", b.key.obj, "block", b.key.blk, "need", b.need,
-			"parity", j.npar, "retx", len(j.retx), "jobs", len(r.jobs), "grtt", r.grtt)
+			"parity", j.npar, "retx", len(j.retx), "jobs", r.jobs.len(), "grtt", r.grtt)
 	}
 }
 
@@ -299,31 +372,41 @@ func (r *Repairer) grow(j *repairJob, h *repairHist, need int, mask []byte) {
 	}
 }
 
-// symbols cuts a block buffer into its k source symbols.
+// symbols cuts a block buffer into its k source symbols, in r.syms: the
+// result is valid until the next call.
 func (r *Repairer) symbols(data []byte, k int) [][]byte {
-	syms := make([][]byte, k)
-	for i := range syms {
-		syms[i] = data[i*r.lay.symbolSize : (i+1)*r.lay.symbolSize]
+	r.syms = r.syms[:0]
+	for i := range k {
+		r.syms = append(r.syms, data[i*r.lay.symbolSize:(i+1)*r.lay.symbolSize])
 	}
-	return syms
+	return r.syms
 }
 
 // Next returns the next repair packet. Call it only while Pending.
 func (r *Repairer) Next(now time.Time) (Datagram, error) {
-	j := r.jobs[0]
+	j := r.jobs.front()
 	if j.next == 0 && j.npar > 0 {
-		// Compute the job's parity symbols in one call.
+		// Compute the job's parity symbols when it starts, one symbol per
+		// call: fec's one-symbol path allocates nothing and needs no
+		// encoder per (first, count), where a multi-symbol call allocates
+		// inside the library and builds an encoder for every distinct
+		// range (the bytes are the same either way).
 		data, err := r.cfg.Block(j.key.obj, j.key.blk)
 		if err != nil {
 			return Datagram{}, err
 		}
-		j.parity = make([][]byte, j.npar)
-		for i := range j.parity {
-			j.parity[i] = r.getSymbol()
+		src := r.symbols(data, j.k)
+		for i := range j.npar {
+			j.parity = append(j.parity, r.getSymbol())
+			if err := r.codec.Parity(src, j.first+i, j.parity[i:i+1]); err != nil {
+				clear(r.syms)
+				r.symbolPool = append(r.symbolPool, j.parity...)
+				clear(j.parity)
+				j.parity = j.parity[:0]
+				return Datagram{}, fmt.Errorf("parity for object %d block %d: %w", j.key.obj, j.key.blk, err)
+			}
 		}
-		if err := r.codec.Parity(r.symbols(data, j.k), j.first, j.parity); err != nil {
-			return Datagram{}, fmt.Errorf("parity for object %d block %d: %w", j.key.obj, j.key.blk, err)
-		}
+		clear(r.syms) // hold no block buffer
 	}
 	var d Datagram
 	if j.next < j.npar {
@@ -342,18 +425,17 @@ func (r *Repairer) Next(now time.Time) (Datagram, error) {
 	r.stats.BytesSent += uint64(len(d.Buf))
 	j.next++
 	if j.next == j.size() {
-		r.jobs[0] = nil
-		r.jobs = r.jobs[1:]
-		if len(r.jobs) == 0 {
-			r.jobs = nil
-		}
+		r.jobs.pop()
 		r.symbolPool = append(r.symbolPool, j.parity...)
+		clear(j.parity) // the symbols are the pool's now
 		h := r.history[j.key]
 		h.lastAt, h.lastCount = now, j.size()
 		if h.job == j {
 			h.job = nil
 		}
 		r.lastRepair = now
+		// Nothing points to j now (h.job was j or a newer job): reuse it.
+		r.freeJobs = append(r.freeJobs, j)
 	}
 	return d, nil
 }
