@@ -84,6 +84,7 @@ type Sender struct {
 	lastNAK     time.Time
 	cache       blockCache
 	symbolPool  [][]byte
+	syms        [][]byte // scratch for symbols
 	free        [][]byte
 	reports     Completions
 	nextAnnnc   time.Time
@@ -507,7 +508,9 @@ func (s *Sender) loadCurrent() bool {
 			s.symbolPool = append(s.symbolPool, make([]byte, s.lay.symbolSize))
 		}
 		s.curPar = append(s.curPar, s.symbolPool[:p]...)
-		if err := s.codec.Parity(s.symbols(data, s.curK), 0, s.curPar); err != nil {
+		err := s.codec.Parity(s.symbols(data, s.curK), 0, s.curPar)
+		clear(s.syms) // hold no block buffer
+		if err != nil {
 			s.err = fmt.Errorf("sender: parity for object %d block %d: %w", s.pos.obj, s.pos.blk, err)
 			return false
 		}
@@ -528,13 +531,14 @@ func (s *Sender) advance(now time.Time) {
 	}
 }
 
-// symbols cuts a block buffer into its k source symbols.
+// symbols cuts a block buffer into its k source symbols, in s.syms: the
+// result is valid until the next call.
 func (s *Sender) symbols(data []byte, k int) [][]byte {
-	syms := make([][]byte, k)
-	for i := range syms {
-		syms[i] = data[i*s.lay.symbolSize : (i+1)*s.lay.symbolSize]
+	s.syms = s.syms[:0]
+	for i := range k {
+		s.syms = append(s.syms, data[i*s.lay.symbolSize:(i+1)*s.lay.symbolSize])
 	}
-	return syms
+	return s.syms
 }
 
 // loadBlock returns the k*symbolSize bytes of a block, zero-padded, from
