@@ -189,6 +189,8 @@ type Receiver struct {
 	window    int // bytes held in incomplete blocks
 	blockPool [][]byte
 	symPool   [][]byte
+	rblocks   []*rblock // released blocks, for reuse (newBlock)
+	masks     []byte    // NAK masks of the round being gathered (addEntry)
 	scratch   [][]byte
 	early     []earlySym
 	earlySize int
@@ -549,8 +551,7 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 	}
 	b := r.blocks[key]
 	if b == nil {
-		b = &rblock{key: key, k: k}
-		r.blocks[key] = b
+		b = r.newBlock(key, k)
 	}
 	if b.data == nil {
 		need := k * r.lay.symbolSize
@@ -560,7 +561,10 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 		}
 		r.window += need
 		b.data = r.getBlock()[:need]
-		b.syms = make([][]byte, k, k+8)
+		if cap(b.syms) < k+8 {
+			b.syms = make([][]byte, k, k+8)
+		}
+		b.syms = b.syms[:k]
 		for i := range b.syms {
 			b.syms[i] = b.data[i*r.lay.symbolSize : i*r.lay.symbolSize : (i+1)*r.lay.symbolSize]
 		}
@@ -649,16 +653,17 @@ func (r *Receiver) complete(now time.Time, b *rblock) {
 	}
 	o.done[b.key.blk>>6] |= 1 << (b.key.blk & 63)
 	o.ndone++
-	r.release(b)
-	if b.key.obj == 0 {
+	key := b.key
+	r.release(b) // b may be reused from here on: use key
+	if key.obj == 0 {
 		if o.ndone == o.nblocks {
 			r.manifestDone(now)
 		}
 		return
 	}
-	r.hashForward(b.key.obj)
+	r.hashForward(key.obj)
 	if o.ndone == o.nblocks && r.err == nil {
-		r.commit(b.key.obj)
+		r.commit(key.obj)
 	}
 }
 
@@ -788,7 +793,8 @@ func (r *Receiver) manifestDone(now time.Time) {
 	r.checkDone() // a session of empty files and directories only
 }
 
-// release frees a block's buffers and forgets it.
+// release frees a block's buffers and forgets it. b goes back to the
+// pool for newBlock: the caller must not use it afterwards.
 func (r *Receiver) release(b *rblock) {
 	if b.data != nil {
 		r.window -= len(b.data)
@@ -800,9 +806,36 @@ func (r *Receiver) release(b *rblock) {
 			}
 		}
 	}
-	b.data, b.syms = nil, nil
+	// The symbols now belong to the pools: the kept syms array must not
+	// point to them.
+	clear(b.syms[:cap(b.syms)])
+	b.data, b.syms = nil, b.syms[:0]
 	b.gen++
 	delete(r.blocks, b.key)
+	if len(r.rblocks) < maxPooledBlocks {
+		r.rblocks = append(r.rblocks, b)
+	}
+}
+
+// maxPooledBlocks bounds the released rblocks kept for reuse.
+const maxPooledBlocks = 1024
+
+// newBlock returns an empty rblock for key, registered in r.blocks, from
+// the pool when it can. A pooled rblock keeps its gen, which only counts
+// up: timer entries armed before it was released never match it again
+// (they name its old key, which is complete, anyway).
+func (r *Receiver) newBlock(key blockKey, k int) *rblock {
+	var b *rblock
+	if n := len(r.rblocks); n > 0 {
+		b = r.rblocks[n-1]
+		r.rblocks[n-1] = nil
+		r.rblocks = r.rblocks[:n-1]
+		*b = rblock{key: key, k: k, syms: b.syms, gen: b.gen}
+	} else {
+		b = &rblock{key: key, k: k}
+	}
+	r.blocks[key] = b
+	return b
 }
 
 func (r *Receiver) getBlock() []byte {
@@ -844,8 +877,7 @@ func (r *Receiver) scan(now time.Time) {
 		if !o.isDone(key.blk) {
 			b := r.blocks[key]
 			if b == nil {
-				b = &rblock{key: key, k: r.lay.blockSymbols(o.size, key.blk)}
-				r.blocks[key] = b
+				b = r.newBlock(key, r.lay.blockSymbols(o.size, key.blk))
 			}
 			b.due = true
 			if b.state == stateIdle && r.ann.Mode != wire.ModeBestEffort {
@@ -971,7 +1003,9 @@ func (r *Receiver) HandleTimer(now time.Time) {
 		r.fail(fmt.Errorf("%w: %d blocks incomplete after the end of a best-effort stream; add proactive parity or use reliable mode", ErrUnrecoverable, len(r.blocks)))
 		return
 	}
-	r.nak.Entries = r.nak.Entries[:0]
+	// The masks of the last round were encoded by flushNAK: their space
+	// is free again.
+	r.nak.Entries, r.masks = r.nak.Entries[:0], r.masks[:0]
 	const maxEntriesPerRound = 4 * wire.MaxNAKEntries
 	for len(r.timers) > 0 && !r.timers[0].at.After(now) {
 		te := heap.Pop(&r.timers).(timerEntry)
@@ -999,7 +1033,14 @@ func (r *Receiver) HandleTimer(now time.Time) {
 func (r *Receiver) addEntry(b *rblock) {
 	e := wire.NAKEntry{Object: b.key.obj, Block: b.key.blk, Need: uint16(r.need(b))}
 	ml := (b.k + 7) / 8
-	mask := make([]byte, ml)
+	if len(r.masks)+ml > cap(r.masks) {
+		// A new array: the entries gathered so far keep the old one.
+		r.masks = make([]byte, 0, max(2*cap(r.masks), 1024))
+	}
+	n := len(r.masks)
+	r.masks = r.masks[:n+ml]
+	mask := r.masks[n : n+ml : n+ml]
+	clear(mask)
 	for i := range b.k {
 		if i >= len(b.syms) || len(b.syms[i]) == 0 {
 			mask[i>>3] |= 1 << (i & 7)
