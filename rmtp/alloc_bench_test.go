@@ -491,7 +491,7 @@ func BenchmarkUDPReadWriteBatch(b *testing.B) {
 		b.Run(fmt.Sprintf("offload=%t", offload), func(b *testing.B) {
 			send := openBenchLo(b, offload, false)
 			recv := openBenchLo(b, false, offload)
-			dst := recv.LocalAddr()
+			dst, from := recv.LocalAddr(), send.LocalAddr()
 			if !dst.Addr().IsLoopback() {
 				b.Fatalf("receiver bound to %v, not loopback", dst)
 			}
@@ -519,8 +519,8 @@ func BenchmarkUDPReadWriteBatch(b *testing.B) {
 						b.Fatalf("ReadBatch after %d of %d: %v", got, len(ws), err)
 					}
 					for i := range n {
-						if len(rs[i].Buf) != size {
-							b.Fatalf("read %d bytes, want %d", len(rs[i].Buf), size)
+						if len(rs[i].Buf) != size || rs[i].Addr != from {
+							b.Fatalf("read %d bytes from %v, want %d from %v", len(rs[i].Buf), rs[i].Addr, size, from)
 						}
 					}
 					got += n

@@ -64,6 +64,10 @@ type groState struct {
 	oob   [][]byte
 	queue []groPending // buffers read but not handed out in full, from qhead
 	qhead int
+	// What readGRO read into each buffer: bytes, control bytes, flags
+	// and source.
+	n, nn, flags []int
+	addrs        []netip.AddrPort
 }
 
 type groPending struct {
@@ -115,6 +119,10 @@ func (c *UDPConn) enableGRO() bool {
 		g.msgs[i].Buffers = [][]byte{g.bufs[i]}
 		g.msgs[i].OOB = g.oob[i]
 	}
+	g.n = make([]int, groMaxBatch)
+	g.nn = make([]int, groMaxBatch)
+	g.flags = make([]int, groMaxBatch)
+	g.addrs = make([]netip.AddrPort, groMaxBatch)
 	return true
 }
 
@@ -224,22 +232,17 @@ func (c *UDPConn) readBatchGRO(ms []Datagram) (int, error) {
 	if n > 0 {
 		return n, nil
 	}
-	k, err := c.bc.ReadBatch(g.msgs, 0)
+	k, err := c.readGRO()
 	for i := 0; i < k; i++ {
-		m := &g.msgs[i]
-		if m.Flags&unix.MSG_TRUNC != 0 {
+		if g.flags[i]&unix.MSG_TRUNC != 0 {
 			c.truncated.Add(1)
 			continue
 		}
-		size := groSegmentSize(m.OOB[:m.NN])
-		if size <= 0 || size > m.N {
-			size = m.N
+		size := groSegmentSize(g.oob[i][:g.nn[i]])
+		if size <= 0 || size > g.n[i] {
+			size = g.n[i]
 		}
-		g.queue = append(g.queue, groPending{buf: g.bufs[i][:m.N], size: size, addr: addrPortOf(m.Addr)})
-		m.Addr = nil
-	}
-	for i := range g.msgs {
-		g.msgs[i].OOB = g.oob[i]
+		g.queue = append(g.queue, groPending{buf: g.bufs[i][:g.n[i]], size: size, addr: g.addrs[i]})
 	}
 	n = c.drainGRO(ms)
 	// The next read reuses the buffers: copy out what is still queued
@@ -251,6 +254,36 @@ func (c *UDPConn) readBatchGRO(ms []Datagram) (int, error) {
 		return 0, fmt.Errorf("receive on %s (%s): %w", c.local, c.ifname, err)
 	}
 	return n, nil
+}
+
+// readGRO reads up to groMaxBatch coalesced buffers into g.bufs and
+// records, per buffer, its length, control length, flags and source.
+func (c *UDPConn) readGRO() (int, error) {
+	g := &c.gro
+	if m := c.mr; m != nil {
+		for i := range g.bufs {
+			m.set(i, g.bufs[i], g.oob[i])
+		}
+		k, err := m.read(len(g.bufs))
+		for i := range k {
+			h := &m.hdrs[i]
+			g.n[i], g.nn[i], g.flags[i] = int(h.Len), int(h.Hdr.Controllen), int(h.Hdr.Flags)
+			g.addrs[i] = m.source(i)
+		}
+		m.reset(len(g.bufs))
+		return k, err
+	}
+	k, err := c.bc.ReadBatch(g.msgs, 0)
+	for i := 0; i < k; i++ {
+		m := &g.msgs[i]
+		g.n[i], g.nn[i], g.flags[i] = m.N, m.NN, m.Flags
+		g.addrs[i] = addrPortOf(m.Addr)
+		m.Addr = nil
+	}
+	for i := range g.msgs {
+		g.msgs[i].OOB = g.oob[i]
+	}
+	return k, err
 }
 
 // drainGRO hands out queued datagrams.
@@ -281,16 +314,20 @@ func (c *UDPConn) drainGRO(ms []Datagram) int {
 }
 
 // groSegmentSize returns the UDP_GRO segment size in a control message
-// buffer, or 0.
+// buffer, or 0. It walks the messages itself: unix.ParseSocketControlMessage
+// allocates a slice per call.
 func groSegmentSize(oob []byte) int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_UDP && m.Header.Type == unix.UDP_GRO && len(m.Data) >= 4 {
-			return int(binary.NativeEndian.Uint32(m.Data))
+	hdr := unix.CmsgLen(0) // the aligned header size
+	for len(oob) >= hdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(oob) {
+			return 0
 		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
+			return int(binary.NativeEndian.Uint32(oob[hdr:]))
+		}
+		oob = oob[min(unix.CmsgSpace(l-hdr), len(oob)):]
 	}
 	return 0
 }

@@ -3,6 +3,7 @@
 package rmtp
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -95,8 +96,7 @@ type SocketStats struct {
 //
 // ReadBatch and WriteBatch may run concurrently with each other and with
 // Close; concurrent calls of the same method are serialised. Neither
-// allocates in steady state except what x/net forces on reads (see
-// ReadBatch).
+// allocates in steady state, except reads on IPv6 sockets (see ReadBatch).
 type UDPConn struct {
 	conn   *net.UDPConn
 	pc     *ipv4.PacketConn // nil for IPv6
@@ -112,6 +112,7 @@ type UDPConn struct {
 
 	readMu sync.Mutex
 	rmsgs  []ipv4.Message // guarded by readMu; each has one Buffers slot
+	mr     *mmsgReader    // guarded by readMu; IPv4 reads (nil for IPv6)
 
 	gso    gsoState     // guarded by writeMu (gso.go)
 	gro    groState     // guarded by readMu (gso.go)
@@ -163,6 +164,10 @@ func OpenUDP(cfg SocketConfig) (*UDPConn, error) {
 	}
 	c.bc = c.pc
 	c.rmsgs = newMessages(udpMaxBatch)
+	if c.mr, err = newMmsgReader(conn, max(udpMaxBatch, groMaxBatch)); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("socket %s on %s: %w", c.local, ifi.Name, err)
+	}
 	c.wmsgs = newMessages(udpMaxBatch)
 	c.logger = log
 	if cfg.GSO {
@@ -400,9 +405,10 @@ func newMessages(n int) []ipv4.Message {
 // After Close, it returns an error for which errors.Is(err, net.ErrClosed)
 // holds.
 //
-// Allocation: x/net parses each source address into a new *net.UDPAddr
-// and net.IP, i.e. 2 allocations per datagram received. Nothing else
-// allocates in steady state.
+// Allocation: none in steady state on IPv4 sockets, which call recvmmsg
+// themselves (mmsgReader). On IPv6 sockets x/net parses each source
+// address into a new *net.UDPAddr and net.IP, i.e. 2 allocations per
+// datagram received.
 func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
@@ -416,6 +422,9 @@ func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 		return c.readBatchGRO(ms) // gso.go
 	}
 
+	if c.mr != nil {
+		return c.readBatchMmsg(ms)
+	}
 	msgs := c.rmsgs[:len(ms)]
 	for i := range ms {
 		msgs[i].Buffers[0] = ms[i].Buf[:cap(ms[i].Buf)]
@@ -440,6 +449,133 @@ func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 		return n, fmt.Errorf("receive on %s (%s): %w", c.local, c.ifname, err)
 	}
 	return n, nil
+}
+
+// readBatchMmsg is ReadBatch on an IPv4 socket without GRO; readMu is
+// held.
+func (c *UDPConn) readBatchMmsg(ms []Datagram) (int, error) {
+	m := c.mr
+	for i := range ms {
+		m.set(i, ms[i].Buf[:cap(ms[i].Buf)], nil)
+	}
+	n, err := m.read(len(ms))
+	for i := range n {
+		if m.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+			c.truncated.Add(1)
+			ms[i].Buf = ms[i].Buf[:0]
+		} else {
+			ms[i].Buf = ms[i].Buf[:m.hdrs[i].Len]
+		}
+		ms[i].Addr = m.source(i)
+	}
+	m.reset(len(ms))
+	if err != nil {
+		return n, fmt.Errorf("receive on %s (%s): %w", c.local, c.ifname, err)
+	}
+	return n, nil
+}
+
+// mmsgReader calls recvmmsg on an IPv4 socket into preallocated headers,
+// with source addresses written to preallocated sockaddrs: x/net's
+// ReadBatch allocates a *net.UDPAddr and its net.IP for every datagram.
+// It is owned by the UDPConn's reader (readMu).
+type mmsgReader struct {
+	rc    syscall.RawConn // cached: SyscallConn allocates
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet4
+	// The call's arguments and results, for recv; recvFn is recv bound
+	// once, so RawConn.Read gets no new closure per call.
+	want   int
+	got    int
+	errno  syscall.Errno
+	recvFn func(fd uintptr) bool
+}
+
+func newMmsgReader(conn *net.UDPConn, n int) (*mmsgReader, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	m := &mmsgReader{
+		rc:    rc,
+		hdrs:  make([]unix.Mmsghdr, n),
+		iovs:  make([]unix.Iovec, n),
+		names: make([]unix.RawSockaddrInet4, n),
+	}
+	m.recvFn = m.recv
+	return m, nil
+}
+
+// set points message i at buf and, if oob is not nil, a control buffer.
+func (m *mmsgReader) set(i int, buf, oob []byte) {
+	h := &m.hdrs[i].Hdr
+	m.iovs[i] = unix.Iovec{}
+	if len(buf) > 0 {
+		m.iovs[i].Base = &buf[0]
+		m.iovs[i].SetLen(len(buf))
+	}
+	h.Iov = &m.iovs[i]
+	h.SetIovlen(1)
+	h.Name = (*byte)(unsafe.Pointer(&m.names[i]))
+	h.Namelen = unix.SizeofSockaddrInet4
+	h.Control, h.Controllen = nil, 0
+	if len(oob) > 0 {
+		h.Control = &oob[0]
+		h.SetControllen(len(oob))
+	}
+	h.Flags = 0
+	m.hdrs[i].Len = 0
+}
+
+// reset drops the pointers to the caller's buffers in messages 0..n-1.
+func (m *mmsgReader) reset(n int) {
+	for i := range n {
+		m.iovs[i] = unix.Iovec{}
+		m.hdrs[i].Hdr.Control = nil
+	}
+}
+
+// read receives into messages 0..n-1, blocking until at least one
+// datagram arrives, and returns how many did.
+func (m *mmsgReader) read(n int) (int, error) {
+	m.want, m.got, m.errno = n, 0, 0
+	if err := m.rc.Read(m.recvFn); err != nil {
+		return 0, err
+	}
+	if m.errno != 0 {
+		return 0, os.NewSyscallError("recvmmsg", m.errno)
+	}
+	return m.got, nil
+}
+
+// recv is the RawConn.Read callback: false asks to wait for the socket to
+// become readable.
+func (m *mmsgReader) recv(fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.want), 0, 0, 0)
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		case 0:
+			m.got = int(n)
+		default:
+			m.errno = errno
+		}
+		return true
+	}
+}
+
+// source returns the source address of message i.
+func (m *mmsgReader) source(i int) netip.AddrPort {
+	sa := &m.names[i]
+	if sa.Family != unix.AF_INET {
+		return netip.AddrPort{}
+	}
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port)
 }
 
 // addrPortOf converts a received source address without allocating.
