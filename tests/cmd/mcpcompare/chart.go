@@ -11,8 +11,8 @@ import (
 )
 
 // chart draws goodput per receiver (mean) against loss at n receivers,
-// one line per tool, for one setting. Cells where no receiver finished
-// are left out of their line.
+// one line per tool, for one setting. Cells that failed or delivered a
+// wrong copy are left out of their line.
 func chart(name, setting string, c *config, cells []*cell, n int) error {
 	p := plot.New()
 	title := "A: unshaped bridge"
@@ -28,7 +28,7 @@ func chart(name, setting string, c *config, cells []*cell, n int) error {
 	for _, t := range c.tools {
 		var xys plotter.XYs
 		for _, x := range cells {
-			if x.tool == t && x.setting == setting && x.n == n && x.slow == 0 && x.complete > 0 {
+			if x.tool == t && x.setting == setting && x.n == n && x.slow == 0 && x.ok() {
 				xys = append(xys, plotter.XY{X: x.loss, Y: x.gpAvg})
 			}
 		}

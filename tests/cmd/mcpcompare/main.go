@@ -612,7 +612,7 @@ func targets(c *config, cells []*cell, maxN int) {
 		if atLeast {
 			ok, op = v >= target, ">="
 		}
-		fmt.Printf("  %-62s %6.3f  (target %s %.2f) %s\n", name, v, op, target, map[bool]string{true: "OK", false: "MISSED"}[ok])
+		fmt.Printf("  %-62s %7.4f  (target %s %.2f) %s\n", name, v, op, target, map[bool]string{true: "OK", false: "MISSED"}[ok])
 	}
 	ratio := func(setting, other string, loss float64) (float64, bool) {
 		m, o := find("mcp", setting, loss, 0), find(other, setting, loss, 0)
