@@ -71,29 +71,22 @@ type config struct {
 	logDir     string
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
 func run() (int, error) {
 	var c config
 	var size, losses, extra, recvExtra string
-	flag.StringVar(&c.mcp, "mcp", envOr("MCP_BIN", ""), "mcp binary (env MCP_BIN)")
-	flag.StringVar(&c.blast, "udpblast", envOr("BLAST_BIN", ""), "udpblast binary (env BLAST_BIN)")
-	flag.StringVar(&size, "size", envOr("SIZE", "256M"), "file size, K/M/G = powers of 1024 (env SIZE)")
+	flag.StringVar(&c.mcp, "mcp", lab.EnvOr("MCP_BIN", ""), "mcp binary (env MCP_BIN)")
+	flag.StringVar(&c.blast, "udpblast", lab.EnvOr("BLAST_BIN", ""), "udpblast binary (env BLAST_BIN)")
+	flag.StringVar(&size, "size", lab.EnvOr("SIZE", "256M"), "file size, K/M/G = powers of 1024 (env SIZE)")
 	flag.IntVar(&c.receivers, "receivers", 0, "receivers (env RECEIVERS, default 8)")
-	flag.StringVar(&losses, "losses", envOr("LOSSES", "0,1,5"), "loss per receiver in percent, comma separated (env LOSSES)")
-	flag.StringVar(&c.rate, "rate", envOr("RATE", "auto"), "mcp --rate, or auto: the blaster's sustainable rate (env RATE)")
-	flag.StringVar(&c.baseline, "baseline", envOr("BASELINE", "search"), "blaster rate: search, or a rate such as 450M to skip the search (env BASELINE)")
+	flag.StringVar(&losses, "losses", lab.EnvOr("LOSSES", "0,1,5"), "loss per receiver in percent, comma separated (env LOSSES)")
+	flag.StringVar(&c.rate, "rate", lab.EnvOr("RATE", "auto"), "mcp --rate, or auto: the blaster's sustainable rate (env RATE)")
+	flag.StringVar(&c.baseline, "baseline", lab.EnvOr("BASELINE", "search"), "blaster rate: search, or a rate such as 450M to skip the search (env BASELINE)")
 	flag.IntVar(&c.trials, "trials", 8, "most blaster trials in the rate search")
 	flag.DurationVar(&c.timeout, "timeout", 0, "receivers' --timeout (default: 4x the time at the rate, at least 60s)")
-	flag.StringVar(&extra, "send-args", envOr("SEND_ARGS", ""), "extra mcp send flags, space separated (env SEND_ARGS)")
-	flag.StringVar(&recvExtra, "recv-args", envOr("RECV_ARGS", ""), "extra mcp receive flags, space separated (env RECV_ARGS)")
-	flag.StringVar(&c.logDir, "logdir", envOr("LOGDIR", ""), "keep each mcp's stderr (--log-level info) in DIR/loss-<pct>/ (env LOGDIR)")
-	flag.StringVar(&c.work, "work", envOr("WORK", ""), "directory for the file and copies (default: a new temporary one)")
+	flag.StringVar(&extra, "send-args", lab.EnvOr("SEND_ARGS", ""), "extra mcp send flags, space separated (env SEND_ARGS)")
+	flag.StringVar(&recvExtra, "recv-args", lab.EnvOr("RECV_ARGS", ""), "extra mcp receive flags, space separated (env RECV_ARGS)")
+	flag.StringVar(&c.logDir, "logdir", lab.EnvOr("LOGDIR", ""), "keep each mcp's stderr (--log-level info) in DIR/loss-<pct>/ (env LOGDIR)")
+	flag.StringVar(&c.work, "work", lab.EnvOr("WORK", ""), "directory for the file and copies (default: a new temporary one)")
 	sweep := flag.Bool("sweep", false, "only delete namespaces left by dead lab processes, and exit")
 	flag.Parse()
 	if *sweep {
@@ -103,14 +96,14 @@ func run() (int, error) {
 		return 0, nil
 	}
 	if c.receivers == 0 {
-		n, err := strconv.Atoi(envOr("RECEIVERS", "8"))
+		n, err := strconv.Atoi(lab.EnvOr("RECEIVERS", "8"))
 		if err != nil {
 			return 2, fmt.Errorf("RECEIVERS: %v", err)
 		}
 		c.receivers = n
 	}
 	var err error
-	if c.size, err = parseSize(size); err != nil {
+	if c.size, err = lab.ParseSize(size); err != nil {
 		return 2, err
 	}
 	for _, f := range strings.Split(losses, ",") {
@@ -143,7 +136,7 @@ func run() (int, error) {
 
 func bench(ctx context.Context, c config, l *lab.Lab) (int, error) {
 	fmt.Printf("mcpbench: %s file, %d receivers, losses %v%%, %d CPUs, lab %s\n\n",
-		human(c.size), c.receivers, c.losses, runtime.NumCPU(), l.Name)
+		lab.HumanSize(c.size), c.receivers, c.losses, runtime.NumCPU(), l.Name)
 
 	// 1. Baseline.
 	var blastRate float64
@@ -152,7 +145,7 @@ func bench(ctx context.Context, c config, l *lab.Lab) (int, error) {
 	if c.baseline == "search" {
 		blastRate, trials, err = searchRate(ctx, c, l)
 	} else {
-		blastRate, err = parseRate(c.baseline)
+		blastRate, err = lab.ParseRate(c.baseline)
 		fmt.Printf("blaster rate search skipped: baseline given as %s\n", c.baseline)
 	}
 	for _, t := range trials {
@@ -234,8 +227,8 @@ func bench(ctx context.Context, c config, l *lab.Lab) (int, error) {
 			if err := os.MkdirAll(tr.LogDir, 0o755); err != nil {
 				return 1, err
 			}
-			tr.SendArgs = append(tr.SendArgs, "--log-level", envOr("LOGLEVEL", "info"))
-			tr.RecvArgs = append(tr.RecvArgs, "--log-level", envOr("LOGLEVEL", "info"))
+			tr.SendArgs = append(tr.SendArgs, "--log-level", lab.EnvOr("LOGLEVEL", "info"))
+			tr.RecvArgs = append(tr.RecvArgs, "--log-level", lab.EnvOr("LOGLEVEL", "info"))
 		}
 		res, err := tr.Run(ctx)
 		if err != nil {
@@ -429,62 +422,4 @@ func searchRate(ctx context.Context, c config, l *lab.Lab) (float64, []trial, er
 // netipGroup is the lab's group on port: 239.213.<subnet>.1.
 func netipGroup(l *lab.Lab, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{239, 213, byte(l.Subnet), 1}), port)
-}
-
-// parseRate reads bits/s with an optional K, M or G suffix.
-func parseRate(s string) (float64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := 1.0
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1e3
-		case 'M':
-			mult = 1e6
-		case 'G':
-			mult = 1e9
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("bad rate %q: want e.g. 450M or 1G", s)
-	}
-	return v * mult, nil
-}
-
-func parseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("bad size %q: want e.g. 32M, 256M, 1G", s)
-	}
-	return int64(v * float64(mult)), nil
-}
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<20:
-		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }

@@ -8,6 +8,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/mcp-dev/mcp/tests/lab"
 )
 
 // chart draws goodput per receiver (mean) against loss at n receivers,
@@ -19,7 +21,7 @@ func chart(name, setting string, c *config, cells []*cell, n int) error {
 	if setting == "B" {
 		title = fmt.Sprintf("B: sender shaped to %.0f Mbit/s", c.shape/1e6)
 	}
-	p.Title.Text = fmt.Sprintf("%s, %d receivers, %s file", title, n, human(c.size))
+	p.Title.Text = fmt.Sprintf("%s, %d receivers, %s file", title, n, lab.HumanSize(c.size))
 	p.X.Label.Text = "loss at every receiver (%)"
 	p.Y.Label.Text = "goodput per receiver, mean (Mbit/s)"
 	p.Y.Min = 0

@@ -81,13 +81,6 @@ type config struct {
 	out, work   string
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
 // defaultMCPRate is mcp's --rate in setting A unless MCP_RATE says
 // otherwise. On this two-core lab with 8 receivers (64 MiB, back to
 // back) 300M gave 193 Mbit/s per receiver, 450M 239 and 600M 242: above
@@ -99,24 +92,24 @@ const defaultMCPRate = "450M"
 func run() (int, error) {
 	var c config
 	var size, tuneSize, receivers, losses, tools, settings, shape, udpcastArgs, uftpArgs, sendArgs, recvArgs string
-	flag.StringVar(&c.mcp, "mcp", envOr("MCP_BIN", ""), "mcp binary (env MCP_BIN)")
-	flag.StringVar(&c.tcpfan, "tcpfan", envOr("TCPFAN_BIN", ""), "tcpfan binary (env TCPFAN_BIN)")
-	flag.StringVar(&size, "size", envOr("SIZE", "256M"), "file size, K/M/G = powers of 1024 (env SIZE)")
-	flag.StringVar(&tuneSize, "tune-size", envOr("TUNE_SIZE", "64M"), "file size of the baselines' tuning trials, at most SIZE (env TUNE_SIZE)")
-	flag.StringVar(&receivers, "receivers", envOr("RECEIVERS", "1,4,8"), "receiver counts, comma separated (env RECEIVERS)")
-	flag.StringVar(&losses, "losses", envOr("LOSSES", "0,1,5"), "loss at every receiver in percent, comma separated (env LOSSES)")
+	flag.StringVar(&c.mcp, "mcp", lab.EnvOr("MCP_BIN", ""), "mcp binary (env MCP_BIN)")
+	flag.StringVar(&c.tcpfan, "tcpfan", lab.EnvOr("TCPFAN_BIN", ""), "tcpfan binary (env TCPFAN_BIN)")
+	flag.StringVar(&size, "size", lab.EnvOr("SIZE", "256M"), "file size, K/M/G = powers of 1024 (env SIZE)")
+	flag.StringVar(&tuneSize, "tune-size", lab.EnvOr("TUNE_SIZE", "64M"), "file size of the baselines' tuning trials, at most SIZE (env TUNE_SIZE)")
+	flag.StringVar(&receivers, "receivers", lab.EnvOr("RECEIVERS", "1,4,8"), "receiver counts, comma separated (env RECEIVERS)")
+	flag.StringVar(&losses, "losses", lab.EnvOr("LOSSES", "0,1,5"), "loss at every receiver in percent, comma separated (env LOSSES)")
 	flag.Float64Var(&c.slow, "slow", 20, "loss in percent of the one slow receiver at the largest N; 0: skip that case (env SLOW)")
-	flag.StringVar(&tools, "tools", envOr("TOOLS", "mcp,udpcast,uftp,tcp"), "tools, comma separated (env TOOLS)")
-	flag.StringVar(&settings, "settings", envOr("SETTINGS", "A,B"), "A (unshaped), B (sender shaped to SHAPE), comma separated (env SETTINGS)")
-	flag.StringVar(&c.mcpRate, "mcp-rate", envOr("MCP_RATE", defaultMCPRate), "mcp --rate in setting A (env MCP_RATE)")
-	flag.StringVar(&shape, "shape", envOr("SHAPE", "1G"), "the sender's shaped rate in setting B, bits/s with K/M/G (env SHAPE)")
-	flag.StringVar(&udpcastArgs, "udpcast-args", envOr("UDPCAST_ARGS", "auto"), "udp-sender flags, or auto: tune --max-bitrate (env UDPCAST_ARGS)")
-	flag.StringVar(&uftpArgs, "uftp-args", envOr("UFTP_ARGS", "auto"), "uftp flags, or auto: tune -R / -C (env UFTP_ARGS)")
-	flag.StringVar(&sendArgs, "send-args", envOr("SEND_ARGS", ""), "extra mcp send flags (env SEND_ARGS)")
-	flag.StringVar(&recvArgs, "recv-args", envOr("RECV_ARGS", ""), "extra mcp receive flags (env RECV_ARGS)")
+	flag.StringVar(&tools, "tools", lab.EnvOr("TOOLS", "mcp,udpcast,uftp,tcp"), "tools, comma separated (env TOOLS)")
+	flag.StringVar(&settings, "settings", lab.EnvOr("SETTINGS", "A,B"), "A (unshaped), B (sender shaped to SHAPE), comma separated (env SETTINGS)")
+	flag.StringVar(&c.mcpRate, "mcp-rate", lab.EnvOr("MCP_RATE", defaultMCPRate), "mcp --rate in setting A (env MCP_RATE)")
+	flag.StringVar(&shape, "shape", lab.EnvOr("SHAPE", "1G"), "the sender's shaped rate in setting B, bits/s with K/M/G (env SHAPE)")
+	flag.StringVar(&udpcastArgs, "udpcast-args", lab.EnvOr("UDPCAST_ARGS", "auto"), "udp-sender flags, or auto: tune --max-bitrate (env UDPCAST_ARGS)")
+	flag.StringVar(&uftpArgs, "uftp-args", lab.EnvOr("UFTP_ARGS", "auto"), "uftp flags, or auto: tune -R / -C (env UFTP_ARGS)")
+	flag.StringVar(&sendArgs, "send-args", lab.EnvOr("SEND_ARGS", ""), "extra mcp send flags (env SEND_ARGS)")
+	flag.StringVar(&recvArgs, "recv-args", lab.EnvOr("RECV_ARGS", ""), "extra mcp receive flags (env RECV_ARGS)")
 	flag.DurationVar(&c.timeout, "timeout", 0, "bound on one transfer (default: the file at 25 Mbit/s, at least 60s; env CELL_TIMEOUT)")
-	flag.StringVar(&c.out, "out", envOr("OUT", ""), "output directory (env OUT; default tests/results/compare-<date>)")
-	flag.StringVar(&c.work, "work", envOr("WORK", ""), "directory for the files and copies (default: a new temporary one)")
+	flag.StringVar(&c.out, "out", lab.EnvOr("OUT", ""), "output directory (env OUT; default tests/results/compare-<date>)")
+	flag.StringVar(&c.work, "work", lab.EnvOr("WORK", ""), "directory for the files and copies (default: a new temporary one)")
 	sweep := flag.Bool("sweep", false, "only delete namespaces left by dead lab processes, and exit")
 	flag.Parse()
 	if *sweep {
@@ -133,10 +126,10 @@ func run() (int, error) {
 		c.slow = f
 	}
 	var err error
-	if c.size, err = parseSize(size); err != nil {
+	if c.size, err = lab.ParseSize(size); err != nil {
 		return 2, err
 	}
-	if c.tuneSize, err = parseSize(tuneSize); err != nil {
+	if c.tuneSize, err = lab.ParseSize(tuneSize); err != nil {
 		return 2, err
 	}
 	c.tuneSize = min(c.tuneSize, c.size)
@@ -167,10 +160,10 @@ func run() (int, error) {
 		}
 		c.settings = append(c.settings, s)
 	}
-	if c.shape, err = parseRate(shape); err != nil {
+	if c.shape, err = lab.ParseRate(shape); err != nil {
 		return 2, err
 	}
-	if _, err := parseRate(c.mcpRate); err != nil {
+	if _, err := lab.ParseRate(c.mcpRate); err != nil {
 		return 2, fmt.Errorf("MCP_RATE: %w", err)
 	}
 	if udpcastArgs != "auto" {
@@ -283,7 +276,7 @@ func compare(ctx context.Context, c *config) (int, error) {
 	}
 	maxN := slices.Max(c.receivers)
 	fmt.Printf("mcpcompare: %s file, receivers %v, losses %v%%, one-slow case %g%% at N=%d, tools %v, settings %v, shape %.0f Mbit/s, %d CPUs\n\n",
-		human(c.size), c.receivers, c.losses, c.slow, maxN, c.tools, c.settings, c.shape/1e6, runtime.NumCPU())
+		lab.HumanSize(c.size), c.receivers, c.losses, c.slow, maxN, c.tools, c.settings, c.shape/1e6, runtime.NumCPU())
 
 	var cells []*cell
 	for _, setting := range c.settings {
@@ -412,7 +405,7 @@ func candidates(t string, shape float64, setting string) [][]string {
 // tuneTool tries each candidate once on the tuning file, all n
 // receivers, no loss, and returns the fastest whose copies are exact.
 func tuneTool(ctx context.Context, c *config, t, setting string, n int, e *env, sum [32]byte) ([]string, []*cell, error) {
-	fmt.Fprintf(os.Stderr, "tuning %s, setting %s, %d receivers, %s file, no loss ...\n", t, setting, n, human(e.size))
+	fmt.Fprintf(os.Stderr, "tuning %s, setting %s, %d receivers, %s file, no loss ...\n", t, setting, n, lab.HumanSize(e.size))
 	for _, h := range e.rcv {
 		if err := h.SetLoss(0); err != nil {
 			return nil, nil, err
@@ -701,63 +694,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-// parseRate reads bits/s with an optional K, M or G suffix.
-func parseRate(s string) (float64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "BIT"), "BPS")
-	mult := 1.0
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1e3
-		case 'M':
-			mult = 1e6
-		case 'G':
-			mult = 1e9
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("bad rate %q: want e.g. 300M or 1G", s)
-	}
-	return v * mult, nil
-}
-
-func parseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("bad size %q: want e.g. 32M, 256M, 1G", s)
-	}
-	return int64(v * float64(mult)), nil
-}
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<20:
-		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
