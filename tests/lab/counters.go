@@ -56,12 +56,7 @@ table netdev %[1]s {
 	}
 }
 `, t, h.port)
-	cmd := exec.Command("ip", "netns", "exec", h.Lab.BridgeNS, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft in %s: %v: %s", h.Lab.BridgeNS, err, bytes.TrimSpace(out))
-	}
-	return nil
+	return nftScript(h.Lab.BridgeNS, script)
 }
 
 func (h *Host) outTable() string { return fmt.Sprintf("%s_%s", outTable, h.port) }

@@ -266,10 +266,13 @@ func (l *Lab) build(opts Options) error {
 // the whole buffer as one packet: SetLoss would drop runs of datagrams
 // instead of single ones, and receivers would be spared the per-datagram
 // cost they pay on a real network.
-func segmentUDP(ns, dev string) error {
-	out, err := exec.Command("ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx-udp-segmentation", "off").CombinedOutput()
+func segmentUDP(ns, dev string) error { return ethtoolOff(ns, dev, "tx-udp-segmentation") }
+
+// ethtoolOff turns off an offload feature of device dev in namespace ns.
+func ethtoolOff(ns, dev, feature string) error {
+	out, err := exec.Command("ip", "netns", "exec", ns, "ethtool", "-K", dev, feature, "off").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("ethtool -K %s tx-udp-segmentation off in %s: %v: %s", dev, ns, err, bytes.TrimSpace(out))
+		return fmt.Errorf("ethtool -K %s %s off in %s: %v: %s", dev, feature, ns, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
@@ -319,26 +322,35 @@ const lossTable = "mcplab_loss"
 // SetLoss makes the host drop each UDP datagram it receives with
 // probability permille/1000, independently (nftables numgen random in the
 // input hook, so only this host's copies are lost). 0 removes the rule.
-func (h *Host) SetLoss(permille int) error {
+func (h *Host) SetLoss(permille int) error { return h.setLoss(lossTable, "udp", permille) }
+
+// setLoss installs (or, at 0, removes) table's random drop of protocol
+// proto (udp, tcp) on the host's input.
+func (h *Host) setLoss(table, proto string, permille int) error {
 	if permille < 0 || permille > 1000 {
 		return fmt.Errorf("loss %d‰ out of range [0, 1000]", permille)
 	}
 	// "add" then "delete" empties any previous table in the same
 	// transaction (nft 1.0.6 has no "destroy").
-	script := fmt.Sprintf("add table inet %[1]s\ndelete table inet %[1]s\n", lossTable)
+	script := fmt.Sprintf("add table inet %[1]s\ndelete table inet %[1]s\n", table)
 	if permille > 0 {
 		script += fmt.Sprintf(`table inet %s {
 	chain input {
 		type filter hook input priority 0; policy accept;
-		meta l4proto udp numgen random mod 1000 < %d counter drop
+		meta l4proto %s numgen random mod 1000 < %d counter drop
 	}
 }
-`, lossTable, permille)
+`, table, proto, permille)
 	}
-	cmd := exec.Command("ip", "netns", "exec", h.NS, "nft", "-f", "-")
+	return nftScript(h.NS, script)
+}
+
+// nftScript runs an nft script in namespace ns.
+func nftScript(ns, script string) error {
+	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft in %s: %v: %s", h.NS, err, bytes.TrimSpace(out))
+		return fmt.Errorf("nft in %s: %v: %s", ns, err, bytes.TrimSpace(out))
 	}
 	return nil
 }

@@ -40,13 +40,7 @@ func (h *Host) Shape(rateBits float64) error {
 // that TCP leaves it in segments of one MSS, as on a wire, instead of
 // 64 KiB buffers the other hosts would receive whole: SetTCPLoss then
 // drops single segments, and receivers pay per segment.
-func (h *Host) SegmentTCP() error {
-	out, err := exec.Command("ip", "netns", "exec", h.NS, "ethtool", "-K", h.Iface, "tso", "off").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ethtool -K %s tso off in %s: %v: %s", h.Iface, h.NS, err, bytes.TrimSpace(out))
-	}
-	return nil
-}
+func (h *Host) SegmentTCP() error { return ethtoolOff(h.NS, h.Iface, "tso") }
 
 // tcpLossTable is the nftables table SetTCPLoss owns in a host namespace.
 const tcpLossTable = "mcplab_tcploss"
@@ -54,24 +48,4 @@ const tcpLossTable = "mcplab_tcploss"
 // SetTCPLoss is SetLoss for TCP: the host drops each TCP segment it
 // receives with probability permille/1000. 0 removes the rule. It is
 // independent of SetLoss's UDP rule.
-func (h *Host) SetTCPLoss(permille int) error {
-	if permille < 0 || permille > 1000 {
-		return fmt.Errorf("loss %d‰ out of range [0, 1000]", permille)
-	}
-	script := fmt.Sprintf("add table inet %[1]s\ndelete table inet %[1]s\n", tcpLossTable)
-	if permille > 0 {
-		script += fmt.Sprintf(`table inet %s {
-	chain input {
-		type filter hook input priority 0; policy accept;
-		meta l4proto tcp numgen random mod 1000 < %d counter drop
-	}
-}
-`, tcpLossTable, permille)
-	}
-	cmd := exec.Command("ip", "netns", "exec", h.NS, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft in %s: %v: %s", h.NS, err, bytes.TrimSpace(out))
-	}
-	return nil
-}
+func (h *Host) SetTCPLoss(permille int) error { return h.setLoss(tcpLossTable, "tcp", permille) }
