@@ -36,6 +36,8 @@ const (
 	grttIntervalMax = 500 * time.Millisecond
 	grttMaxSamples  = 128
 	grttPercentile  = 0.75
+	grttMinSamples  = 3
+	grttSparseWait  = 8
 )
 
 func (g *grttEstimator) interval() time.Duration {
@@ -66,7 +68,10 @@ func (g *grttEstimator) sample(now time.Time, rtt time.Duration) bool {
 			g.samples[i] = rtt
 		}
 	}
-	if now.Sub(g.start) < g.interval() {
+	// An interval needs grttMinSamples, so that where echoes are sparse
+	// (STATUS only, seconds apart) one late echo is not an interval of
+	// its own; after grttSparseWait intervals it closes anyway.
+	if el := now.Sub(g.start); el < g.interval() || (len(g.samples) < grttMinSamples && el < grttSparseWait*g.interval()) {
 		return false
 	}
 	slices.Sort(g.samples)

@@ -517,6 +517,7 @@ func (m *mmsgReader) set(i int, buf, oob []byte) {
 	}
 	h.Iov = &m.iovs[i]
 	h.SetIovlen(1)
+	m.names[i].Family = 0 // source() trusts only a name the kernel wrote
 	h.Name = (*byte)(unsafe.Pointer(&m.names[i]))
 	h.Namelen = unix.SizeofSockaddrInet4
 	h.Control, h.Controllen = nil, 0
