@@ -81,7 +81,10 @@ func (s *sealer) seal(dst, p []byte, sent int64, nonce *[12]byte) []byte {
 	}
 	start := len(dst)
 	dst = append(dst, p[:wire.HeaderSize]...)
-	binary.BigEndian.PutUint16(dst[start+2:], wire.FlagAuth|wire.FlagEncrypted)
+	// The plain packet's own flags (FlagCached, FlagWait) stay, under the
+	// authentication like the rest of the header.
+	flags := binary.BigEndian.Uint16(p[2:]) &^ (wire.FlagAuth | wire.FlagEncrypted)
+	binary.BigEndian.PutUint16(dst[start+2:], flags|wire.FlagAuth|wire.FlagEncrypted)
 	a := wire.Auth{Salt: s.salt, Counter: s.ctr.Add(1), SentNanos: sent}
 	dst = a.Append(dst)
 	*nonce = a.Nonce()
@@ -229,11 +232,11 @@ func (o *opener) open(b []byte, from netip.AddrPort, now time.Time) ([]byte, str
 		}
 		o.peers[a.Salt] = pk
 	}
-	// Move the header up against the plaintext body, flags cleared: the
-	// engine sees the packet as if it had come in clear.
+	// Move the header up against the plaintext body, the keying flags
+	// cleared: the engine sees the packet as if it had come in clear.
 	out := b[wire.AuthSize : wire.KeyedPrefixSize+len(plain)]
 	copy(out, b[:wire.HeaderSize])
-	binary.BigEndian.PutUint16(out[2:], 0)
+	binary.BigEndian.PutUint16(out[2:], h.Flags&^(wire.FlagAuth|wire.FlagEncrypted))
 	return out, ""
 }
 

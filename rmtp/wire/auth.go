@@ -9,7 +9,7 @@ import "encoding/binary"
 //	 0                   1                   2                   3
 //	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //	+---------------------------------------------------------------+
-//	|        Header (16 bytes, Flags = FlagAuth | FlagEncrypted)    |
+//	|   Header (16 bytes, Flags has FlagAuth and FlagEncrypted)     |
 //	+---------------------------------------------------------------+
 //	|                     Salt (16 bytes)                           |
 //	+---------------------------------------------------------------+
@@ -30,6 +30,9 @@ import "encoding/binary"
 // Sent is the sender's wall clock, checked by receivers against a
 // freshness window so recorded packets cannot be replayed later. The
 // cryptography itself lives in package rmtp; this package only frames.
+//
+// The header's other flags (FlagCached, FlagWait) are the plain packet's
+// and are authenticated with the rest of the header.
 //
 // A packet with FlagAuth but not FlagEncrypted (authenticated, body in
 // clear, tag at the end: the layout Decode accepts) is not produced by
@@ -81,7 +84,7 @@ func ParseKeyed(b []byte) (Header, Auth, []byte, error) {
 	if err != nil {
 		return h, a, nil, err
 	}
-	if h.Flags != FlagAuth|FlagEncrypted {
+	if h.Flags&(FlagAuth|FlagEncrypted) != FlagAuth|FlagEncrypted {
 		return h, a, nil, errf(h.Type, ReasonReserved, "keyed packet with flags %#04x, want auth and encrypted", h.Flags)
 	}
 	if len(b) < KeyedPrefixSize+TagSize {

@@ -44,8 +44,14 @@ const (
 	// session only when asked to (a late receiver), never instead of the
 	// next live one.
 	FlagCached uint16 = 1 << 2
+	// FlagWait: on ANNOUNCE, the sender paces to its slowest receiver
+	// (send --slow-policy wait): receivers report their loss (STATUS with
+	// StatusLoss) and never put their repairs off. Without it (policy
+	// leave) a receiver losing much of the first pass asks for its
+	// repairs only after the pass.
+	FlagWait uint16 = 1 << 3
 
-	flagsKnown = FlagAuth | FlagEncrypted | FlagCached
+	flagsKnown = FlagAuth | FlagEncrypted | FlagCached | FlagWait
 )
 
 // Type is the packet type.

@@ -23,7 +23,7 @@ import "encoding/binary"
 //	+---------------------------------------------------------------+
 //	|                Overruns                                       |
 //	+-------------------------------+-------------------------------+
-//	|      Queue fill, permille     |           reserved            |
+//	|      Queue fill, permille     |       First-pass loss, ‰      |
 //	+-------------------------------+-------------------------------+
 
 // StatusSize is the size of a STATUS body in bytes.
@@ -38,7 +38,13 @@ const StatusCongested uint8 = 0x01
 // counts of its previous report.
 const StatusAggregate uint8 = 0x02
 
-// MaxQueuePermille is the largest queue fill a STATUS may carry.
+// StatusLoss marks a receiver's report of the share of the sender's first
+// pass it lost lately (LossPermille), for a sender that paces to its
+// slowest receiver (FlagWait).
+const StatusLoss uint8 = 0x04
+
+// MaxQueuePermille is the largest queue fill a STATUS may carry, and
+// the largest loss.
 const MaxQueuePermille = 1000
 
 // Receiver states in STATUS.
@@ -65,6 +71,9 @@ type Status struct {
 	Overruns uint32
 	// QueuePermille is how full the receiver's receive queue was.
 	QueuePermille uint16
+	// LossPermille is the share of the first pass the receiver lost over
+	// its last measurement interval (with StatusLoss).
+	LossPermille uint16
 }
 
 // Append appends the encoded body to b.
@@ -78,7 +87,7 @@ func (s *Status) Append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, s.EchoDelayMicros)
 	b = binary.BigEndian.AppendUint32(b, s.Overruns)
 	b = binary.BigEndian.AppendUint16(b, s.QueuePermille)
-	return append(b, 0, 0)
+	return binary.BigEndian.AppendUint16(b, s.LossPermille)
 }
 
 // Size returns the encoded body size in bytes.
@@ -93,7 +102,7 @@ func (s *Status) Parse(b []byte) error {
 		return errf(TypeStatus, ReasonTrailing, "%d extra bytes", len(b)-StatusSize)
 	}
 	s.State, s.Flags = b[0], b[1]
-	if s.Flags&^(StatusCongested|StatusAggregate) != 0 {
+	if s.Flags&^(StatusCongested|StatusAggregate|StatusLoss) != 0 {
 		return errf(TypeStatus, ReasonReserved, "unknown flags %#x", s.Flags)
 	}
 	if s.State > StateFailed {
@@ -110,8 +119,9 @@ func (s *Status) Parse(b []byte) error {
 	if s.QueuePermille > MaxQueuePermille {
 		return errf(TypeStatus, ReasonRange, "queue fill %d permille", s.QueuePermille)
 	}
-	if b[38] != 0 || b[39] != 0 {
-		return errf(TypeStatus, ReasonReserved, "reserved bytes")
+	s.LossPermille = binary.BigEndian.Uint16(b[38:])
+	if s.LossPermille > MaxQueuePermille {
+		return errf(TypeStatus, ReasonRange, "loss %d permille", s.LossPermille)
 	}
 	return nil
 }

@@ -82,7 +82,7 @@ func samplePackets() []struct {
 		}}},
 		{"status-congested", wire.Packet{Header: testHeader(wire.TypeStatus), Status: wire.Status{
 			State: wire.StateProgress, Flags: wire.StatusCongested, Bytes: 1 << 20,
-			Overruns: 1234, QueuePermille: 620,
+			Overruns: 1234, QueuePermille: 620, LossPermille: 37,
 		}}},
 	}
 }
@@ -447,7 +447,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"type 0", edit(t, "tail", set(1, 0)), wire.ReasonType},
 		{"type 7", edit(t, "tail", set(1, 7)), wire.ReasonType},
 		{"type 255", edit(t, "tail", set(1, 255)), wire.ReasonType},
-		{"flag bit 3", edit(t, "tail", put16(2, 1<<3)), wire.ReasonReserved},
+		{"flag bit 4", edit(t, "tail", put16(2, 1<<4)), wire.ReasonReserved},
 		{"flag bit 15", edit(t, "tail", put16(2, 1<<15)), wire.ReasonReserved},
 		{"encrypted without auth", edit(t, "tail", put16(2, wire.FlagEncrypted)), wire.ReasonReserved},
 		{"encrypted", edit(t, "tail", func(b []byte) []byte {
@@ -514,8 +514,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"advert reserved byte", edit(t, "advert-ipv6", set(hs+37, 1)), wire.ReasonReserved},
 
 		{"status trailing", edit(t, "status", appendBytes(0)), wire.ReasonTrailing},
-		{"status unknown flag", edit(t, "status", set(hs+1, 4)), wire.ReasonReserved},
-		{"status reserved byte", edit(t, "status", set(hs+39, 1)), wire.ReasonReserved},
+		{"status unknown flag", edit(t, "status", set(hs+1, 8)), wire.ReasonReserved},
+		{"status loss over 1000", edit(t, "status", set(hs+38, 0x04)), wire.ReasonRange},
 		{"status queue over 1000", edit(t, "status", set(hs+36, 0x04)), wire.ReasonRange},
 		{"status state 3", edit(t, "status", set(hs+0, 3)), wire.ReasonRange},
 		{"status state 255", edit(t, "status", set(hs+0, 255)), wire.ReasonRange},
