@@ -273,6 +273,7 @@ func (s *Server) start(now time.Time, id wire.SessionID) *session {
 		return nil
 	}
 	rc := s.cfg.Receiver
+	rc.LeaveLoss = -1 // the region needs this server's repairs at once
 	rc.Session = id
 	rc.ControlGroup = s.feedback
 	rc.NoCompletionReports = true

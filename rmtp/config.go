@@ -78,6 +78,10 @@ type SenderConfig struct {
 	// FixedRate turns rate adaptation off: the sender keeps to
 	// RateBitsPerSec whatever receivers report (ratectl.go).
 	FixedRate bool
+	// SlowPolicy is what the sender does about receivers that lose much
+	// of the first pass: SlowLeave (the default) lets them catch up after
+	// it, SlowWait paces to them (slowpolicy.go).
+	SlowPolicy SlowPolicy
 	// Linger: see DefaultLinger. Must not be negative.
 	Linger time.Duration
 	// GRTT is the initial group round-trip time. If zero, DefaultGRTT.
@@ -188,6 +192,12 @@ type ReceiverConfig struct {
 	BackoffFactor float64
 	// WindowBytes: see DefaultWindowBytes.
 	WindowBytes int
+	// LeaveLoss is the share of the first pass a receiver may lose over
+	// one measurement interval before, in a session of policy leave, it
+	// puts its repairs off until the pass ends (slowpolicy.go). If zero,
+	// DefaultLeaveLoss; negative: never (repair servers, whose region
+	// needs their repairs at once).
+	LeaveLoss float64
 	// SenderTimeout: see DefaultSenderTimeout. Negative disables it.
 	SenderTimeout time.Duration
 	// GroupSizeEstimate sizes the NAK slot distribution. If zero,
@@ -244,6 +254,12 @@ func (c ReceiverConfig) withDefaults() (ReceiverConfig, error) {
 	}
 	if c.WindowBytes == 0 {
 		c.WindowBytes = DefaultWindowBytes
+	}
+	if c.LeaveLoss == 0 {
+		c.LeaveLoss = DefaultLeaveLoss
+	}
+	if c.LeaveLoss > 1 {
+		return c, fmt.Errorf("receiver: LeaveLoss %v out of range (0, 1]", c.LeaveLoss)
 	}
 	if c.SenderTimeout == 0 {
 		c.SenderTimeout = DefaultSenderTimeout

@@ -81,6 +81,17 @@ type ReceiverStats struct {
 	QueueMaxPermille     uint16 `json:"queue_max_permille"`
 	CongestionSent       uint64 `json:"congestion_reports_sent"`
 	CongestionSuppressed uint64 `json:"congestion_reports_suppressed"`
+	// Slow policy (slowpolicy.go): the largest first-pass loss measured
+	// over one interval, loss reports sent (policy wait), whether repairs
+	// were put off to the end of the first pass (policy leave) and how
+	// many NAK slots were put off.
+	FirstPassLossMaxPermille uint16 `json:"first_pass_loss_max_permille"`
+	LossReportsSent          uint64 `json:"loss_reports_sent"`
+	Deferred                 bool   `json:"deferred"`
+	NAKsDeferred             uint64 `json:"naks_deferred"`
+	// NAK slots put off because the window of incomplete blocks could
+	// not have held the block's repairs.
+	NAKsWindowHeld uint64 `json:"naks_window_held"`
 }
 
 // Receiver errors callers branch on.
@@ -117,6 +128,10 @@ type rblock struct {
 	due     bool
 	retries int
 	gen     uint32 // invalidates stale timer entries
+	fp      int    // first-pass symbols received (for the loss estimate)
+	// reserved: a NAK went out for this block before any of it arrived,
+	// and the window keeps room for its data (reservedBytes).
+	reserved bool
 }
 
 // robj is a receiver's view of one object.
@@ -186,16 +201,19 @@ type Receiver struct {
 	ended    bool
 	endAt    time.Time
 
-	window    int // bytes held in incomplete blocks
-	blockPool [][]byte
-	symPool   [][]byte
-	rblocks   []*rblock // released blocks, for reuse (newBlock)
-	masks     []byte    // NAK masks of the round being gathered (addEntry)
-	scratch   [][]byte
-	early     []earlySym
-	earlySize int
-	stashed   [][]byte // whole packets heard before the session was known
-	stashSize int
+	window int // bytes held in incomplete blocks
+	// reservedBytes is room in the window kept for blocks NAKed before
+	// any of their data arrived (rblock.reserved).
+	reservedBytes int
+	blockPool     [][]byte
+	symPool       [][]byte
+	rblocks       []*rblock // released blocks, for reuse (newBlock)
+	masks         []byte    // NAK masks of the round being gathered (addEntry)
+	scratch       [][]byte
+	early         []earlySym
+	earlySize     int
+	stashed       [][]byte // whole packets heard before the session was known
+	stashSize     int
 
 	lastTailTs uint64
 	lastTailAt time.Time
@@ -206,6 +224,17 @@ type Receiver struct {
 	overruns   uint32    // socket drops not reported yet
 	congNext   time.Time // no congestion report before this
 	peerCongTo time.Time // a peer reported congestion: stay quiet until this
+
+	// First-pass loss (slowpolicy.go).
+	wait       bool      // the session's ANNOUNCE has FlagWait
+	lossSyms   int       // first-pass symbols of the blocks passed this interval
+	lossLost   int       // of those, lost
+	lossStart  time.Time // start of the interval
+	passSyms   int       // first-pass symbols of every block passed
+	passLost   int       // of those, lost
+	deferring  bool      // repairs put off until the first pass ends
+	peerLossTo time.Time // a peer reported at least our loss: quiet until this
+	peerLoss   uint16    // the largest loss a peer reported, until peerLossTo
 
 	out    []Datagram
 	status []wire.Status // reports to encode when sent
@@ -411,6 +440,7 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 		if p.Tail.Flags&wire.TailEnd != 0 {
 			if !r.ended {
 				r.ended, r.endAt = true, now
+				r.passEnded(now)
 			}
 			r.advance(now, blockKey{obj: uint32(len(r.objs))})
 		} else {
@@ -423,6 +453,9 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 	case wire.TypeStatus:
 		if p.Status.Flags&wire.StatusCongested != 0 {
 			r.peerCongTo = now.Add(r.congInterval())
+		}
+		if p.Status.Flags&wire.StatusLoss != 0 {
+			r.heardLoss(now, p.Status.LossPermille)
 		}
 	}
 }
@@ -470,6 +503,7 @@ func (r *Receiver) start(now time.Time, p *wire.Packet) {
 	r.haveSession = true
 	r.session = p.Session
 	r.ann = *a
+	r.wait = p.Flags&wire.FlagWait != 0
 	r.hdr = wire.Header{Type: wire.TypeNAK, Session: r.session, Source: r.cfg.Source}
 	r.stats.Session = r.session.String()
 	switch {
@@ -553,9 +587,17 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 	if b == nil {
 		b = r.newBlock(key, k)
 	}
+	if d.Flags&wire.DataRepair == 0 {
+		// Counted as arrived even if the window drops it below: the loss
+		// estimate is the network's (slowpolicy.go).
+		b.fp++
+	}
 	if b.data == nil {
 		need := k * r.lay.symbolSize
-		if r.window+need > r.cfg.WindowBytes {
+		if b.reserved {
+			b.reserved = false
+			r.reservedBytes -= need
+		} else if r.window+r.reservedBytes+need > r.cfg.WindowBytes {
 			r.Drop("window_full")
 			return
 		}
@@ -796,6 +838,10 @@ func (r *Receiver) manifestDone(now time.Time) {
 // release frees a block's buffers and forgets it. b goes back to the
 // pool for newBlock: the caller must not use it afterwards.
 func (r *Receiver) release(b *rblock) {
+	if b.reserved {
+		b.reserved = false
+		r.reservedBytes -= b.k * r.lay.symbolSize
+	}
 	if b.data != nil {
 		r.window -= len(b.data)
 		r.blockPool = append(r.blockPool, b.data[:cap(b.data)])
@@ -874,15 +920,21 @@ func (r *Receiver) scan(now time.Time) {
 			r.scanned = blockKey{obj: key.obj + 1}
 			continue
 		}
+		kb := r.lay.blockSymbols(o.size, key.blk)
 		if !o.isDone(key.blk) {
 			b := r.blocks[key]
 			if b == nil {
-				b = r.newBlock(key, r.lay.blockSymbols(o.size, key.blk))
+				b = r.newBlock(key, kb)
+			}
+			if !b.due {
+				r.notePass(now, kb, b.fp)
 			}
 			b.due = true
 			if b.state == stateIdle && r.ann.Mode != wire.ModeBestEffort {
 				r.backoff(now, b)
 			}
+		} else {
+			r.notePass(now, kb, -1)
 		}
 		r.scanned.blk++
 	}
@@ -1015,6 +1067,27 @@ func (r *Receiver) HandleTimer(now time.Time) {
 		}
 		switch b.state {
 		case stateBackoff:
+			if r.deferring && !r.ended {
+				// Policy leave: this receiver lost too much of the first
+				// pass; its repairs wait for the pass to end.
+				r.stats.NAKsDeferred++
+				r.arm(b, now.Add(max(r.holdoff(b), deferCheck)))
+				continue
+			}
+			if b.data == nil && !b.reserved {
+				need := b.k * r.lay.symbolSize
+				if r.window+r.reservedBytes+need > r.cfg.WindowBytes {
+					// The window could not take this block's repairs:
+					// ask once blocks in it complete, not for repairs it
+					// would drop (a receiver catching up after the first
+					// pass otherwise asked for the whole file at once).
+					r.stats.NAKsWindowHeld++
+					r.arm(b, now.Add(max(r.holdoff(b), deferCheck)))
+					continue
+				}
+				b.reserved = true
+				r.reservedBytes += need
+			}
 			if len(r.nak.Entries) >= maxEntriesPerRound {
 				r.arm(b, now.Add(r.holdoff(b)/4)) // next round
 				continue

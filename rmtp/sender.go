@@ -43,6 +43,12 @@ type SenderStats struct {
 	RateCuts          uint64  `json:"rate_cuts"`
 	RateMinBps        float64 `json:"rate_min_bps"`
 	RateBps           float64 `json:"rate_bps"`
+	// Slow policy (slowpolicy.go): receivers' first-pass loss reports
+	// heard (policy wait), the largest loss one reported, and the rate
+	// cuts they caused.
+	LossReports     uint64 `json:"loss_reports"`
+	LossMaxPermille uint16 `json:"loss_max_permille"`
+	LossCuts        uint64 `json:"loss_cuts"`
 }
 
 // Sender is the sender engine: a state machine with no goroutines,
@@ -75,7 +81,9 @@ type Sender struct {
 	curSym int      // next symbol of pos to send
 	curPar [][]byte // proactive parity of pos
 	ended  bool
-	endAt  time.Time
+	// passRate is the rate when the first pass ended (slowpolicy.go).
+	passRate float64
+	endAt    time.Time
 
 	rep         *Repairer // answers NAKs (the root region's repairer)
 	dataAt      time.Time // no first-pass data before this (StartDelay)
@@ -126,12 +134,16 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		session:   wire.SessionIDOf(enc),
 		start:     now,
 		pace:      newPacer(cfg.RateBitsPerSec, now),
-		rc:        newRateControl(cfg.RateBitsPerSec, cfg.FixedRate, now),
+		passRate:  cfg.RateBitsPerSec,
+		rc:        newRateControl(cfg.RateBitsPerSec, cfg.FixedRate, cfg.SlowPolicy == SlowWait, now),
 		grtt:      grttEstimator{grtt: cfg.GRTT},
 		nextAnnnc: now,
 		dataAt:    now.Add(cfg.StartDelay),
 		nextTail:  now.Add(cfg.TailInterval),
 		bufSize:   wire.HeaderSize + wire.DataHeaderSize + int(m.SymbolSize) + wire.TagSize,
+	}
+	if s.rc.slow {
+		s.pace.setRate(s.rc.rate) // policy wait starts slow (ratectl.go)
 	}
 	s.sizes = append(s.sizes, uint64(len(enc)))
 	for i := range m.Entries {
@@ -308,6 +320,25 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 		s.handleNAK(now, &p.NAK)
 	case wire.TypeStatus:
 		s.echo(now, p.Status.EchoTimestamp, p.Status.EchoDelayMicros)
+		if p.Status.Flags&wire.StatusLoss != 0 {
+			s.stats.LossReports++
+			s.stats.LossMaxPermille = max(s.stats.LossMaxPermille, p.Status.LossPermille)
+			cut := false
+			switch {
+			case s.cfg.SlowPolicy == SlowWait:
+				cut = p.Status.LossPermille > waitLossPermille && s.rc.lossCut(now, s.grtt.grtt, p.Status.LossPermille)
+			case s.ended && p.Status.LossPermille > waitLossPermille:
+				// Policy leave: a receiver that left the first pass asks
+				// for the rest; repair at what its path took.
+				cut = s.rc.catchUp(s.passRate, p.Status.LossPermille)
+			}
+			if cut {
+				s.stats.LossCuts++
+				s.pace.refill(now)
+				s.pace.setRate(s.rc.rate)
+				s.stats.RateMinBps = min(s.stats.RateMinBps, s.rc.rate)
+			}
+		}
 		if p.Status.Flags&wire.StatusCongested != 0 {
 			s.stats.CongestionReports++
 			if s.rc.congested(now, s.grtt.grtt) {
@@ -440,6 +471,10 @@ func (s *Sender) appendControl(dst []Datagram, t wire.Type, now time.Time) []Dat
 	b := h.Append(s.getBuf())
 	switch t {
 	case wire.TypeAnnounce:
+		if s.cfg.SlowPolicy == SlowWait {
+			h.Flags |= wire.FlagWait
+			b = h.Append(b[:0])
+		}
 		a := s.ann
 		a.GRTTMicros = s.advertisedGRTT()
 		b = a.Append(b)
@@ -527,6 +562,7 @@ func (s *Sender) advance(now time.Time) {
 	if int(s.pos.obj) >= len(s.sizes) {
 		s.ended = true
 		s.endAt = now
+		s.passRate = s.rc.rate
 		s.nextTail = now // tell receivers at once
 	}
 }

@@ -29,6 +29,7 @@ type sendFlags struct {
 	expect      int
 	timeout     time.Duration
 	repairShare float64
+	slowPolicy  string
 
 	relayListen string // --relay-listen
 	resume      bool   // --resume
@@ -85,6 +86,8 @@ exits 3 and says how many confirmed.`,
 		"give up after this long (exit 3 with --expect, else 1); 0: no limit")
 	fs.Float64Var(&f.repairShare, "repair-share", rmtp.DefaultRepairShare,
 		"largest share of --rate that repairs take while new data waits, in (0, 1]; after the first pass repairs may use the whole rate")
+	fs.StringVar(&f.slowPolicy, "slow-policy", rmtp.SlowLeave.String(),
+		"receivers that lose much of the stream: leave (they catch up after the first pass; the rest keep the full rate) or wait (the rate drops until the slowest loses under 2%)")
 	fs.BoolVar(&f.resume, "resume", false,
 		"continue the session these files make from where a crashed or interrupted send stopped (its checkpoint in --state-dir)")
 	fs.StringVar(&f.stateDir, "state-dir", "",
@@ -129,6 +132,10 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 	if err != nil {
 		return o, err
 	}
+	policy, err := rmtp.ParseSlowPolicy(f.slowPolicy)
+	if err != nil {
+		return o, usageErrorf("--slow-policy: %v", err)
+	}
 	switch {
 	case f.expect < 0:
 		return o, usageErrorf("--expect %d must not be negative", f.expect)
@@ -153,6 +160,7 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 			Mode:           mode,
 			Expect:         f.expect,
 			RepairShare:    f.repairShare,
+			SlowPolicy:     policy,
 		},
 	}, nil
 }

@@ -1,0 +1,154 @@
+package rmtp
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// Slow receivers (send --slow-policy; DESIGN.md is silent, this is the
+// decision recorded in the package doc).
+//
+// A receiver measures how much of the sender's first pass it loses: as
+// the stream passes a block, its first-pass symbols (source plus proactive
+// parity) are counted against those that arrived, over intervals of at
+// least lossInterval and lossMinSymbols.
+//
+//   - Policy leave (the default): a receiver whose loss over one interval
+//     reaches ReceiverConfig.LeaveLoss (DefaultLeaveLoss, 10%) stops
+//     asking for repairs until the first pass ends (TAIL with TailEnd),
+//     then asks for everything it lacks. Its NAKs would otherwise make the
+//     sender spend up to RepairShare of the rate on one receiver's holes,
+//     and every other receiver would wait for it. The receiver that left
+//     finishes from the repairs after the pass (or from its repair
+//     server). Random loss below the threshold is repaired as it comes.
+//   - Policy wait (FlagWait on ANNOUNCE): receivers never put repairs
+//     off; each multicasts its loss (STATUS with StatusLoss) once per
+//     interval, unless a peer reported at least as much within it, and
+//     the sender cuts its rate while the largest loss reported is over
+//     waitLoss (ratectl.go), so it settles at what the slowest receiver's
+//     path carries.
+const (
+	// DefaultLeaveLoss is ReceiverConfig.LeaveLoss's default.
+	DefaultLeaveLoss = 0.10
+	// lossInterval and lossMinSymbols bound a loss measurement.
+	lossInterval   = 100 * time.Millisecond
+	lossMinSymbols = 512
+	// deferCheck is how often a receiver that put its repairs off looks
+	// again whether the first pass has ended.
+	deferCheck = 50 * time.Millisecond
+)
+
+// notePass counts a block the first pass has just passed: kb source
+// symbols plus the session's proactive parity were sent, got of them
+// arrived (-1: the block was already complete, so none of it is missing).
+func (r *Receiver) notePass(now time.Time, kb, got int) {
+	if r.ended {
+		return
+	}
+	sent := kb + int(r.ann.Proactive)
+	lost := 0
+	if got >= 0 {
+		lost = max(sent-got, 0)
+	}
+	if r.lossStart.IsZero() {
+		r.lossStart = now
+	}
+	r.lossSyms += sent
+	r.lossLost += lost
+	r.passSyms += sent
+	r.passLost += lost
+	if r.lossSyms < lossMinSymbols || now.Sub(r.lossStart) < lossInterval {
+		return
+	}
+	permille := uint16(min(r.lossLost*1000/r.lossSyms, wire.MaxQueuePermille))
+	r.lossSyms, r.lossLost, r.lossStart = 0, 0, now
+	r.stats.FirstPassLossMaxPermille = max(r.stats.FirstPassLossMaxPermille, permille)
+	if r.wait {
+		r.reportLoss(now, permille)
+		return
+	}
+	if r.cfg.LeaveLoss > 0 && !r.deferring && float64(permille) >= r.cfg.LeaveLoss*1000 {
+		r.deferring = true
+		r.stats.Deferred = true
+		if r.cfg.Logger != nil {
+			r.cfg.Logger.Info("losing too much of the first pass: repairs wait for its end (slow policy leave)",
+				"session", r.session, "loss_permille", permille, "threshold_permille", int(r.cfg.LeaveLoss*1000))
+		}
+	}
+}
+
+// passEnded runs when the first pass has ended. A receiver that put its
+// repairs off reports what share of the whole pass it lost, so that the
+// sender repairs at what its path carried (Sender: catch-up) instead of
+// at the full rate, most of which that path would drop.
+func (r *Receiver) passEnded(now time.Time) {
+	if !r.deferring || r.passSyms == 0 || !r.cfg.ControlGroup.IsValid() {
+		return
+	}
+	permille := uint16(min(r.passLost*1000/r.passSyms, wire.MaxQueuePermille))
+	r.stats.LossReportsSent++
+	r.status = append(r.status, wire.Status{
+		State: wire.StateProgress, Flags: wire.StatusLoss,
+		Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs,
+		LossPermille: permille,
+	})
+}
+
+// reportLoss queues a loss report (policy wait), unless a peer reported
+// at least as much within the interval.
+func (r *Receiver) reportLoss(now time.Time, permille uint16) {
+	if permille == 0 || !r.cfg.ControlGroup.IsValid() || r.done || r.err != nil {
+		return
+	}
+	if now.Before(r.peerLossTo) && r.peerLoss >= permille {
+		return
+	}
+	r.stats.LossReportsSent++
+	r.status = append(r.status, wire.Status{
+		State: wire.StateProgress, Flags: wire.StatusLoss,
+		Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs,
+		LossPermille: permille,
+	})
+}
+
+// heardLoss notes a peer's loss report.
+func (r *Receiver) heardLoss(now time.Time, permille uint16) {
+	if now.After(r.peerLossTo) {
+		r.peerLoss = 0
+	}
+	r.peerLoss = max(r.peerLoss, permille)
+	r.peerLossTo = now.Add(lossInterval)
+}
+
+// SlowPolicy is a sender's choice between steady throughput for the
+// majority and pacing to the slowest receiver.
+type SlowPolicy uint8
+
+const (
+	// SlowLeave: receivers losing more than LeaveLoss of the first pass
+	// ask for their repairs after it; the rate follows the others.
+	SlowLeave SlowPolicy = iota
+	// SlowWait: the sender cuts its rate on receivers' loss reports
+	// until the slowest loses at most waitLossPermille.
+	SlowWait
+)
+
+// ParseSlowPolicy reads "leave" or "wait".
+func ParseSlowPolicy(s string) (SlowPolicy, error) {
+	switch s {
+	case "leave", "":
+		return SlowLeave, nil
+	case "wait":
+		return SlowWait, nil
+	}
+	return 0, fmt.Errorf("slow policy %q: want leave or wait", s)
+}
+
+func (p SlowPolicy) String() string {
+	if p == SlowWait {
+		return "wait"
+	}
+	return "leave"
+}

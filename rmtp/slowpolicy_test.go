@@ -1,0 +1,98 @@
+package rmtp_test
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/mcp-dev/mcp/rmtp"
+	"github.com/mcp-dev/mcp/rmtp/rmtptest"
+	"github.com/mcp-dev/mcp/rmtp/wire"
+)
+
+// slowRun sends 8 MiB to 8 receivers with 1% loss each; receiver 0 (node
+// 1; the sender is node 0) loses slowLoss instead. It returns when each
+// receiver finished, in simulated time from the start, and the world.
+func slowRun(t *testing.T, seed uint64, slowLoss float64, scfg rmtp.SenderConfig, rcfg rmtp.ReceiverConfig) ([]time.Duration, *world) {
+	t.Helper()
+	const receivers = 8
+	file := randBytes(seed, 8<<20)
+	w := newWorldR(t, seed, receivers, scfg, rcfg, file)
+	rng := rand.New(rand.NewPCG(seed, 11))
+	w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+		loss := 0.01
+		if to.ID == 1 {
+			loss = slowLoss
+		}
+		return rng.Float64() < loss
+	}
+	done := make([]time.Duration, receivers)
+	if err := w.sim.Run(func() bool {
+		all := true
+		for i, r := range w.receivers {
+			if (r.Done() || r.Err() != nil) && done[i] == 0 {
+				done[i] = w.sim.Now.Sub(epoch)
+			}
+			all = all && done[i] != 0
+		}
+		return all
+	}, 5*time.Minute); err != nil {
+		t.Fatalf("seed %d, slow receiver at %.0f%%: %v", seed, slowLoss*100, err)
+	}
+	w.check(t)
+	return done, w
+}
+
+func maxOf(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
+
+// TestSlowPolicyLeave: with one receiver of 8 losing 30% of everything,
+// the seven others finish within 1.1x of the time they take when all
+// eight are healthy, because the lossy one puts its repairs off until the
+// first pass ends (policy leave); it then finishes from repairs. Without
+// leaving (LeaveLoss < 0) the seven wait for its repairs.
+func TestSlowPolicyLeave(t *testing.T) {
+	for _, seed := range []uint64{1, 2} {
+		healthy, _ := slowRun(t, seed, 0.01, rmtp.SenderConfig{}, rmtp.ReceiverConfig{})
+		base := maxOf(healthy)
+		left, w := slowRun(t, seed, 0.30, rmtp.SenderConfig{}, rmtp.ReceiverConfig{})
+		stayed, _ := slowRun(t, seed, 0.30, rmtp.SenderConfig{}, rmtp.ReceiverConfig{LeaveLoss: -1})
+		st := w.receivers[0].Stats()
+		t.Logf("seed %d: all healthy %v; one at 30%%: the seven %v (%.2fx), it %v (deferred %v, first-pass loss up to %d‰, %d NAK slots put off); without leaving: the seven %v (%.2fx), it %v",
+			seed, base, maxOf(left[1:]), float64(maxOf(left[1:]))/float64(base), left[0], st.Deferred, st.FirstPassLossMaxPermille, st.NAKsDeferred,
+			maxOf(stayed[1:]), float64(maxOf(stayed[1:]))/float64(base), stayed[0])
+		if !st.Deferred {
+			t.Errorf("seed %d: the 30%% receiver did not put its repairs off", seed)
+		}
+		for i, r := range w.receivers[1:] {
+			if r.Stats().Deferred {
+				t.Errorf("seed %d: healthy receiver %d put its repairs off", seed, i+1)
+			}
+		}
+		if got := float64(maxOf(left[1:])) / float64(base); got > 1.1 {
+			t.Errorf("seed %d: the seven took %.2fx the all-healthy time, want <= 1.1", seed, got)
+		}
+	}
+}
+
+// TestSlowPolicyWaitNeverDefers: under policy wait receivers report their
+// loss and never put repairs off, and the sender cuts its rate on the
+// reports.
+func TestSlowPolicyWaitNeverDefers(t *testing.T) {
+	done, w := slowRun(t, 1, 0.30, rmtp.SenderConfig{SlowPolicy: rmtp.SlowWait}, rmtp.ReceiverConfig{})
+	st := w.receivers[0].Stats()
+	ss := w.sender.Stats()
+	t.Logf("wait: the seven %v, the lossy one %v; it sent %d loss reports (up to %d‰); the sender heard %d, cut %d times, lowest %.1f Mbit/s",
+		maxOf(done[1:]), done[0], st.LossReportsSent, st.FirstPassLossMaxPermille, ss.LossReports, ss.LossCuts, ss.RateMinBps/1e6)
+	if st.Deferred || st.NAKsDeferred > 0 {
+		t.Errorf("policy wait: the lossy receiver put repairs off (%d slots)", st.NAKsDeferred)
+	}
+	if st.LossReportsSent == 0 || ss.LossReports == 0 || ss.LossCuts == 0 {
+		t.Errorf("policy wait: loss reports sent %d, heard %d, cuts %d; want all > 0", st.LossReportsSent, ss.LossReports, ss.LossCuts)
+	}
+}
