@@ -1,0 +1,117 @@
+package tests
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mcp-dev/mcp/tests/lab"
+)
+
+// slowLink is the rate receiver 0's link is shaped to (tc tbf on its
+// bridge port) in TestSlowPolicy; the sender's cap is slowCap.
+const (
+	slowLink = 60e6
+	slowCap  = "200M"
+)
+
+// slowTransfer sends a 64 MiB file to 4 receivers, receiver 0 behind a
+// link shaped to slowLink (or none if shaped is false), with the given
+// --slow-policy. It returns the result and the packets the shaped link
+// dropped.
+func slowTransfer(t *testing.T, name string, want lab.Tree, policy string, shaped bool) (*lab.TransferResult, uint64) {
+	t.Helper()
+	needMCP(t)
+	l := lab.New(t, lab.Options{Hosts: 5})
+	if shaped {
+		if err := l.Hosts[1].ShapeDown(slowLink); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dirs := make([]string, 4)
+	for i := range dirs {
+		dirs[i] = filepath.Join(t.TempDir(), "dst")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	tr := lab.Transfer{
+		MCP:       mcpBin,
+		Sender:    l.Hosts[0],
+		Receivers: l.Hosts[1:],
+		Dirs:      dirs,
+		Paths:     []string{name},
+		SendArgs:  []string{"--rate", slowCap, "--slow-policy", policy, "--expect", "4"},
+		Timeout:   120 * time.Second,
+	}
+	res, err := tr.Run(ctx)
+	if err != nil {
+		t.Fatalf("%s: lab: %v", policy, err)
+	}
+	if err := res.Failures(); err != nil {
+		t.Fatalf("%s: %v", policy, err)
+	}
+	for i, diffs := range want.CompareAll(dirs, 10) {
+		if len(diffs) > 0 {
+			t.Fatalf("%s: receiver %d's copy differs from the source: %v", policy, i, diffs)
+		}
+	}
+	var drops uint64
+	if shaped {
+		if drops, err = l.Hosts[1].ShapeDrops(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return res, drops
+}
+
+// TestSlowPolicy: one receiver of four behind a 60 Mbit/s link, the
+// sender capped at 200 Mbit/s (issue 7, "Rate that adapts").
+//   - wait: the sender slows to what the slow link carries, at least 85%
+//     of it, and that link drops under 2% of what is sent;
+//   - leave (the default): the three others keep the goodput they have
+//     with no slow receiver (at least 0.9x), and the slow one finishes
+//     from repairs after the first pass.
+func TestSlowPolicy(t *testing.T) {
+	name, want := bigFile(t, 64<<20)
+	sizeBits := float64(want.Bytes()) * 8
+
+	base, _ := slowTransfer(t, name, want, "leave", false)
+	baseGood := 0.0
+	for _, r := range base.Recv[1:] {
+		baseGood += r.JSON.Report.GoodputBitsPerSec / 3
+	}
+	t.Logf("no slow link: %s", base.Summary(want.Bytes()))
+
+	wait, waitDrops := slowTransfer(t, name, want, "wait", true)
+	ws := wait.Send.JSON.Report.Stats
+	sent := ws.DataPackets + ws.ParityPackets + ws.RetransPackets + ws.ControlPackets
+	slowGood := wait.Recv[0].JSON.Report.GoodputBitsPerSec
+	lossShare := float64(waitDrops) / float64(sent)
+	t.Logf("wait: %s", wait.Summary(want.Bytes()))
+	t.Logf("wait: the slow receiver's goodput %.1f Mbit/s (%.2fx its %.0f Mbit/s link); the link dropped %d of %d packets (%.2f%%); loss reports %d, cuts %d, lowest rate %.1f Mbit/s, largest loss reported %d‰",
+		slowGood/1e6, slowGood/slowLink, slowLink/1e6, waitDrops, sent, lossShare*100, ws.LossReports, ws.LossCuts, ws.RateMinBps/1e6, ws.LossMaxPermille)
+	// File data is 97% of what the rate counts.
+	if slowGood < 0.85*0.97*slowLink {
+		t.Errorf("wait: the slow receiver got %.1f Mbit/s, under 85%% of its link's %.0f", slowGood/1e6, slowLink/1e6)
+	}
+	if lossShare >= 0.02 {
+		t.Errorf("wait: the slow link dropped %.2f%% of what was sent, want under 2%%", lossShare*100)
+	}
+
+	leave, leaveDrops := slowTransfer(t, name, want, "leave", true)
+	t.Logf("leave: %s", leave.Summary(want.Bytes()))
+	for i, r := range leave.Recv[1:] {
+		g := r.JSON.Report.GoodputBitsPerSec
+		t.Logf("leave: receiver %d goodput %.1f Mbit/s (%.2fx the run with no slow link)", i+1, g/1e6, g/baseGood)
+		if g < 0.9*baseGood {
+			t.Errorf("leave: receiver %d got %.1f Mbit/s, under 0.9x the %.1f it gets with no slow receiver", i+1, g/1e6, baseGood/1e6)
+		}
+	}
+	slow := leave.Recv[0].JSON.Report
+	t.Logf("leave: the slow receiver finished in %.1f s (its link alone needs %.1f s), deferred %v; its link dropped %d packets; sender bytes / file %.3f",
+		float64(slow.Duration)/1e9, sizeBits/slowLink, slow.Stats.Deferred, leaveDrops, lab.Overhead(leave.Send.JSON.Report.Stats.BytesSent, want.Bytes()))
+	if !slow.Stats.Deferred {
+		t.Errorf("leave: the slow receiver did not put its repairs off")
+	}
+}
