@@ -87,13 +87,7 @@ func (r *Receiver) passEnded(now time.Time) {
 	if !r.deferring || r.passSyms == 0 || !r.cfg.ControlGroup.IsValid() {
 		return
 	}
-	permille := uint16(min(r.passLost*1000/r.passSyms, wire.MaxQueuePermille))
-	r.stats.LossReportsSent++
-	r.status = append(r.status, wire.Status{
-		State: wire.StateProgress, Flags: wire.StatusLoss,
-		Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs,
-		LossPermille: permille,
-	})
+	r.queueLoss(uint16(min(r.passLost*1000/r.passSyms, wire.MaxQueuePermille)))
 }
 
 // reportLoss queues a loss report (policy wait), unless a peer reported
@@ -105,6 +99,11 @@ func (r *Receiver) reportLoss(now time.Time, permille uint16) {
 	if now.Before(r.peerLossTo) && r.peerLoss >= permille {
 		return
 	}
+	r.queueLoss(permille)
+}
+
+// queueLoss queues a STATUS with StatusLoss.
+func (r *Receiver) queueLoss(permille uint16) {
 	r.stats.LossReportsSent++
 	r.status = append(r.status, wire.Status{
 		State: wire.StateProgress, Flags: wire.StatusLoss,
