@@ -82,11 +82,15 @@
 //     receivers have reported, not on linger. Receivers cannot know their
 //     report was heard (there is no ACK), so each sends it three times,
 //     4 GRTTs (20-250 ms) apart; the sender counts a source once.
-//   - A GRTT sample above the estimate raises it by at most a doubling,
-//     so one late echo does not stretch every NAK timer in the group.
-//
-// Security decisions (issue 5; README "Security" has the threat model):
-//
+//   - The GRTT estimate moves each interval (50-500 ms, at least 3
+//     samples) to the interval's 75th percentile, at most doubling, down
+//     by a quarter of the gap (grtt.go): a peak-hold estimate followed
+//     the echoes of descheduled processes and stretched every NAK timer.
+//   - Slow receivers (slowpolicy.go), SenderConfig.SlowPolicy: leave (the
+//     default) lets a receiver that loses LeaveLoss (10%) of the first
+//     pass put its repairs off until the pass ends and then be repaired
+//     at what its path took; wait paces the session to the slowest
+//     receiver's reported loss (over 2%: a cut), starting slow.
 //   - With NetConfig.Key every packet is sealed with AES-256-GCM (header
 //     and auth block authenticated, body encrypted) under a key derived
 //     per sealer with HKDF-SHA256 from the pre-shared key and a random
