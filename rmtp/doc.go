@@ -91,6 +91,9 @@
 //     pass put its repairs off until the pass ends and then be repaired
 //     at what its path took; wait paces the session to the slowest
 //     receiver's reported loss (over 2%: a cut), starting slow.
+//
+// Security decisions (issue 5; README "Security" has the threat model):
+//
 //   - With NetConfig.Key every packet is sealed with AES-256-GCM (header
 //     and auth block authenticated, body encrypted) under a key derived
 //     per sealer with HKDF-SHA256 from the pre-shared key and a random
