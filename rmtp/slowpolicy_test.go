@@ -96,3 +96,39 @@ func TestSlowPolicyWaitNeverDefers(t *testing.T) {
 		t.Errorf("policy wait: loss reports sent %d, heard %d, cuts %d; want all > 0", st.LossReportsSent, ss.LossReports, ss.LossCuts)
 	}
 }
+
+// TestNAKsHeldToWindow: a receiver that lost the whole first pass and
+// loses a fifth of the repairs, with a window of 8 blocks for a file of 46, asks for blocks only as its
+// window can take them (naks_window_held) instead of asking for all and
+// dropping most repairs as window_full; it completes.
+func TestNAKsHeldToWindow(t *testing.T) {
+	const window = 8 * 64 * 1408
+	file := randBytes(5, 46*64*1408)
+	w := newWorldR(t, 5, 1, rmtp.SenderConfig{}, rmtp.ReceiverConfig{WindowBytes: window}, file)
+	rng := rand.New(rand.NewPCG(5, 3))
+	w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+		if p.Type != wire.TypeData || p.Data.Object == 0 {
+			return false
+		}
+		// The whole first pass, and a fifth of the repairs.
+		return p.Data.Flags&wire.DataRepair == 0 || rng.Float64() < 0.2
+	}
+	if err := w.sim.Run(w.allDone, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	w.check(t)
+	st := w.receivers[0].Stats()
+	ss := w.sender.Stats()
+	t.Logf("NAK slots held for the window %d, window_full drops %d, repair packets sent %d for %d source symbols",
+		st.NAKsWindowHeld, st.Drops["window_full"], ss.ParityPackets+ss.RetransPackets, 46*64)
+	if st.NAKsWindowHeld == 0 {
+		t.Error("no NAK was held for the window")
+	}
+	if n := st.Drops["window_full"]; n > 64*8 {
+		t.Errorf("%d repairs dropped as window_full, want at most a window's worth", n)
+	}
+	// A fifth of the repairs are lost: 1.25x is the least possible.
+	if n := ss.ParityPackets + ss.RetransPackets; n > 46*64*14/10 {
+		t.Errorf("%d repair packets for %d symbols, want at most 1.4x", n, 46*64)
+	}
+}
