@@ -41,6 +41,26 @@ func newOutcome(n int) *outcome {
 	return &outcome{done: make([]time.Time, n), recvCPU: make([]time.Duration, n)}
 }
 
+// procOutcome is the outcome of a sender process and receiver processes
+// that have all exited; done says when a receiver that exited cleanly had
+// its copy.
+func procOutcome(snd *proc, rs []*proc, done func(*proc) time.Time) *outcome {
+	o := newOutcome(len(rs))
+	o.start, o.sendCPU = snd.started, snd.cpu
+	if !snd.ok() {
+		o.errs = append(o.errs, "sender: "+snd.failure())
+	}
+	for i, p := range rs {
+		o.recvCPU[i] = p.cpu
+		if !p.ok() {
+			o.errs = append(o.errs, fmt.Sprintf("receiver %d: %s", i, p.failure()))
+			continue
+		}
+		o.done[i] = done(p)
+	}
+	return o
+}
+
 // tool is one contender. run transfers e.src to every receiver with the
 // given parameters (from candidates, or fixed by the environment).
 type tool struct {
@@ -179,21 +199,13 @@ wait:
 	grace := time.AfterFunc(5*time.Second, cancel)
 	waitAll(rs)
 	grace.Stop()
-	o = newOutcome(n)
-	o.start, o.sendCPU = snd.started, snd.cpu
-	if !snd.ok() {
-		o.errs = append(o.errs, "sender: "+snd.failure())
-	}
-	for i, p := range rs {
-		o.recvCPU[i] = p.cpu
-		if !p.ok() {
-			o.errs = append(o.errs, fmt.Sprintf("receiver %d: %s", i, p.failure()))
-			continue
-		}
+	// udpcast's receivers are done when the sender has every ACK.
+	o = procOutcome(snd, rs, func(*proc) time.Time {
 		if snd.ok() {
-			o.done[i] = snd.exited
+			return snd.exited
 		}
-	}
+		return time.Time{}
+	})
 	return o, hung, nil
 }
 
@@ -306,18 +318,5 @@ func runTCP(ctx context.Context, e *env, params []string) (*outcome, error) {
 	}
 	waitAll(rs)
 	<-snd.done
-	o := newOutcome(n)
-	o.start, o.sendCPU = snd.started, snd.cpu
-	if !snd.ok() {
-		o.errs = append(o.errs, "sender: "+snd.failure())
-	}
-	for i, p := range rs {
-		o.recvCPU[i] = p.cpu
-		if !p.ok() {
-			o.errs = append(o.errs, fmt.Sprintf("receiver %d: %s", i, p.failure()))
-			continue
-		}
-		o.done[i] = p.exited
-	}
-	return o, nil
+	return procOutcome(snd, rs, func(p *proc) time.Time { return p.exited }), nil
 }
