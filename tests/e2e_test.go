@@ -123,6 +123,9 @@ type transferTest struct {
 	// test stops them (SIGSTOP) for 95 ms out of every 100. (Running all
 	// the time, a receiver here handles 64 MiB in about 0.2 s of CPU.)
 	slow map[int]bool
+	// setup, if set, runs on the lab before the transfer (shaping a
+	// link, say); after, if set, once it is over (reading counters).
+	setup, after func(*lab.Lab)
 }
 
 // stutter stops and continues process group pgid, 95 ms stopped out of
@@ -165,6 +168,9 @@ func (tt transferTest) run(t *testing.T, want lab.Tree, paths []string) *lab.Tra
 			t.Fatal(err)
 		}
 	}
+	if tt.setup != nil {
+		tt.setup(l)
+	}
 	dirs := make([]string, tt.receivers)
 	for i := range dirs {
 		dirs[i] = filepath.Join(t.TempDir(), "dst")
@@ -203,6 +209,9 @@ func (tt transferTest) run(t *testing.T, want lab.Tree, paths []string) *lab.Tra
 	res, err := tr.Run(ctx)
 	if err != nil {
 		t.Fatalf("lab: %v", err)
+	}
+	if tt.after != nil {
+		tt.after(l)
 	}
 	t.Logf("rate %s, %d receivers, loss %.1f%%: %s", tt.rate, tt.receivers, float64(tt.lossPer)/10, res.Summary(want.Bytes()))
 	for i, h := range l.Hosts[1:] {

@@ -1,8 +1,6 @@
 package tests
 
 import (
-	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,47 +20,23 @@ const (
 // dropped.
 func slowTransfer(t *testing.T, name string, want lab.Tree, policy string, shaped bool) (*lab.TransferResult, uint64) {
 	t.Helper()
-	needMCP(t)
-	l := lab.New(t, lab.Options{Hosts: 5})
-	if shaped {
-		if err := l.Hosts[1].ShapeDown(slowLink); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dirs := make([]string, 4)
-	for i := range dirs {
-		dirs[i] = filepath.Join(t.TempDir(), "dst")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
-	defer cancel()
-	tr := lab.Transfer{
-		MCP:       mcpBin,
-		Sender:    l.Hosts[0],
-		Receivers: l.Hosts[1:],
-		Dirs:      dirs,
-		Paths:     []string{name},
-		SendArgs:  []string{"--rate", slowCap, "--slow-policy", policy, "--expect", "4"},
-		Timeout:   120 * time.Second,
-	}
-	res, err := tr.Run(ctx)
-	if err != nil {
-		t.Fatalf("%s: lab: %v", policy, err)
-	}
-	if err := res.Failures(); err != nil {
-		t.Fatalf("%s: %v", policy, err)
-	}
-	for i, diffs := range want.CompareAll(dirs, 10) {
-		if len(diffs) > 0 {
-			t.Fatalf("%s: receiver %d's copy differs from the source: %v", policy, i, diffs)
-		}
-	}
+	tt := transferTest{receivers: 4, rate: slowCap, timeout: 120 * time.Second,
+		sendArgs: []string{"--slow-policy", policy, "--expect", "4"}}
 	var drops uint64
 	if shaped {
-		if drops, err = l.Hosts[1].ShapeDrops(); err != nil {
-			t.Fatal(err)
+		tt.setup = func(l *lab.Lab) {
+			if err := l.Hosts[1].ShapeDown(slowLink); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tt.after = func(l *lab.Lab) {
+			var err error
+			if drops, err = l.Hosts[1].ShapeDrops(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	return res, drops
+	return tt.run(t, want, []string{name}), drops
 }
 
 // TestSlowPolicy: one receiver of four behind a 60 Mbit/s link, the
