@@ -226,15 +226,16 @@ type Receiver struct {
 	peerCongTo time.Time // a peer reported congestion: stay quiet until this
 
 	// First-pass loss (slowpolicy.go).
-	wait       bool      // the session's ANNOUNCE has FlagWait
-	lossSyms   int       // first-pass symbols of the blocks passed this interval
-	lossLost   int       // of those, lost
-	lossStart  time.Time // start of the interval
-	passSyms   int       // first-pass symbols of every block passed
-	passLost   int       // of those, lost
-	deferring  bool      // repairs put off until the first pass ends
-	peerLossTo time.Time // a peer reported at least our loss: quiet until this
-	peerLoss   uint16    // the largest loss a peer reported, until peerLossTo
+	wait       bool       // the session's ANNOUNCE has FlagWait
+	lossSyms   int        // first-pass symbols of the blocks passed this interval
+	lossLost   int        // of those, lost
+	lossStart  time.Time  // start of the interval
+	passSyms   int        // first-pass symbols of every block passed
+	passLost   int        // of those, lost
+	deferring  bool       // repairs put off until the first pass ends
+	parked     []blockKey // blocks whose NAK slot came while deferring
+	peerLossTo time.Time  // a peer reported at least our loss: quiet until this
+	peerLoss   uint16     // the largest loss a peer reported, until peerLossTo
 
 	out    []Datagram
 	status []wire.Status // reports to encode when sent
@@ -1069,9 +1070,10 @@ func (r *Receiver) HandleTimer(now time.Time) {
 		case stateBackoff:
 			if r.deferring && !r.ended {
 				// Policy leave: this receiver lost too much of the first
-				// pass; its repairs wait for the pass to end.
+				// pass; its repairs wait for the pass to end, parked
+				// without a timer until passEnded arms them again.
 				r.stats.NAKsDeferred++
-				r.arm(b, now.Add(max(r.holdoff(b), deferCheck)))
+				r.parked = append(r.parked, b.key)
 				continue
 			}
 			if b.data == nil && !b.reserved {

@@ -35,8 +35,8 @@ const (
 	// lossInterval and lossMinSymbols bound a loss measurement.
 	lossInterval   = 100 * time.Millisecond
 	lossMinSymbols = 512
-	// deferCheck is how often a receiver that put its repairs off looks
-	// again whether the first pass has ended.
+	// deferCheck is how soon a NAK held for want of window room is
+	// tried again.
 	deferCheck = 50 * time.Millisecond
 )
 
@@ -84,6 +84,12 @@ func (r *Receiver) notePass(now time.Time, kb, got int) {
 // sender repairs at what its path carried (Sender: catch-up) instead of
 // at the full rate, most of which that path would drop.
 func (r *Receiver) passEnded(now time.Time) {
+	for _, key := range r.parked {
+		if b := r.blocks[key]; b != nil && b.state == stateBackoff {
+			r.backoff(now, b)
+		}
+	}
+	r.parked = nil
 	if !r.deferring || r.passSyms == 0 || !r.cfg.ControlGroup.IsValid() {
 		return
 	}
