@@ -468,13 +468,12 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 func (s *Sender) appendControl(dst []Datagram, t wire.Type, now time.Time) []Datagram {
 	h := s.hdr
 	h.Type = t
+	if t == wire.TypeAnnounce && s.cfg.SlowPolicy == SlowWait {
+		h.Flags |= wire.FlagWait
+	}
 	b := h.Append(s.getBuf())
 	switch t {
 	case wire.TypeAnnounce:
-		if s.cfg.SlowPolicy == SlowWait {
-			h.Flags |= wire.FlagWait
-			b = h.Append(b[:0])
-		}
 		a := s.ann
 		a.GRTTMicros = s.advertisedGRTT()
 		b = a.Append(b)
