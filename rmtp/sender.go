@@ -334,22 +334,25 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 			}
 			if cut {
 				s.stats.LossCuts++
-				s.pace.refill(now)
-				s.pace.setRate(s.rc.rate)
-				s.stats.RateMinBps = min(s.stats.RateMinBps, s.rc.rate)
+				s.rateCut(now)
 			}
 		}
 		if p.Status.Flags&wire.StatusCongested != 0 {
 			s.stats.CongestionReports++
 			if s.rc.congested(now, s.grtt.grtt) {
 				s.stats.RateCuts++
-				s.pace.refill(now)
-				s.pace.setRate(s.rc.rate)
-				s.stats.RateMinBps = min(s.stats.RateMinBps, s.rc.rate)
+				s.rateCut(now)
 			}
 		}
 		s.reports.Note(p.Source, &p.Status)
 	}
+}
+
+// rateCut hands the rate control's new, lower rate to the pacer.
+func (s *Sender) rateCut(now time.Time) {
+	s.pace.refill(now)
+	s.pace.setRate(s.rc.rate)
+	s.stats.RateMinBps = min(s.stats.RateMinBps, s.rc.rate)
 }
 
 // echo takes a round-trip sample from an echoed TAIL timestamp.
