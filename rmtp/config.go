@@ -22,6 +22,8 @@ const (
 	DefaultK = 64
 	// DefaultRateBitsPerSec is the sending rate when none is given.
 	DefaultRateBitsPerSec = 200e6
+	// AutoRateCeiling is the ceiling of --rate auto when none is given.
+	AutoRateCeiling = 10e9
 	// DefaultLinger is how long the sender goes on answering NAKs after its
 	// last data once none are heard.
 	DefaultLinger = 2 * time.Second
@@ -78,6 +80,11 @@ type SenderConfig struct {
 	// FixedRate turns rate adaptation off: the sender keeps to
 	// RateBitsPerSec whatever receivers report (ratectl.go).
 	FixedRate bool
+	// AutoRate makes the sender find its rate (send --rate auto,
+	// ratectl.go): it starts at autoStartRate and climbs while receivers
+	// report no loss over their floor. RateBitsPerSec is then only the
+	// ceiling; if it is zero or negative, AutoRateCeiling.
+	AutoRate bool
 	// SlowPolicy is what the sender does about receivers that lose much
 	// of the first pass: SlowLeave (the default) lets them catch up after
 	// it, SlowWait paces to them (slowpolicy.go).
@@ -128,7 +135,12 @@ func (c SenderConfig) withDefaults() (SenderConfig, error) {
 	if c.Proactive < 0 || c.Proactive > wire.MaxBlockSymbols-1 {
 		return c, fmt.Errorf("sender: Proactive %d out of range [0, %d]", c.Proactive, wire.MaxBlockSymbols-1)
 	}
-	if c.RateBitsPerSec == 0 {
+	switch {
+	case c.AutoRate && c.FixedRate:
+		return c, fmt.Errorf("sender: AutoRate and FixedRate exclude each other")
+	case c.AutoRate && c.RateBitsPerSec <= 0:
+		c.RateBitsPerSec = AutoRateCeiling
+	case c.RateBitsPerSec == 0:
 		c.RateBitsPerSec = DefaultRateBitsPerSec
 	}
 	if c.Linger < 0 {

@@ -36,20 +36,43 @@ const (
 // Policy wait (slowpolicy.go) starts at cap/waitStartDiv and grows by
 // slowStartGrowth every lossEpoch until the first cut (a slow start: a sender at its cap
 // into a path a third as fast lost 17% of a 64 MiB transfer before its
-// cuts caught up). It also cuts on receivers' loss reports: when the
-// largest first-pass loss L reported over an interval exceeds
-// waitLossPermille, to (1-L)·lossCutMargin of the rate (at most a
+// cuts caught up). It also cuts on receivers' loss reports: when a
+// receiver reports first-pass loss L over its floor (lossmodel.go; the
+// receiver reports only excesses that chance does not explain) of more
+// than lossCutPermille, to (1-L)·lossCutMargin of the rate (at most a
 // halving), at most once per lossEpoch, which lands just under what the
 // slowest path carried; it then climbs by waitClimb of the cap per
 // second instead of rateClimb, so that it overshoots that path by little
 // and for little time.
 const (
-	waitLossPermille = 20
-	lossCutMargin    = 0.95
-	lossEpoch        = 150 * time.Millisecond
-	waitClimb        = 0.02
-	waitStartDiv     = 16
-	slowStartGrowth  = 1.5
+	lossCutPermille = 5
+	lossCutMargin   = 0.95
+	lossEpoch       = 150 * time.Millisecond
+	waitClimb       = 0.02
+	waitStartDiv    = 16
+	slowStartGrowth = 1.5
+)
+
+// Rate auto (send --rate auto) is policy wait's loss control without a
+// user's cap: the sender starts at autoStartRate (or the ceiling, if
+// lower) and grows by slowStartGrowth every lossEpoch until the first
+// cut, cuts on receivers' loss over their floors (lossmodel.go), and
+// climbs multiplicatively: by autoClimbBase of the rate per second just
+// after a cut, autoClimbAccel more for every second without one, at most
+// autoClimbMax, so that it creeps up on a queue it just overfilled and
+// returns fast to a rate that a receiver who left had cost it. It never
+// climbs past autoHeadroom times what it managed to send over the last
+// autoSentWindow: a sender held back by its own CPU or disk would
+// otherwise wind its rate up to the ceiling and answer the next loss
+// report with cuts that change nothing.
+const (
+	autoStartRate  = 10e6
+	autoClimbBase  = 0.05
+	autoClimbAccel = 0.10
+	autoClimbMax   = 0.5
+	autoHeadroom   = 1.5
+	autoSentWindow = 100 * time.Millisecond
+	autoCutMin     = 0.85
 )
 
 // rateControl is the sender's AIMD state, in bits per second.
@@ -61,18 +84,41 @@ type rateControl struct {
 	last     time.Time // last climb step
 	fixed    bool      // adaptation off: the rate is the cap
 	climbBy  float64   // share of the cap added per second
-	slow     bool      // slow start (policy wait): doubling until the first cut
+	slow     bool      // slow start (policy wait, rate auto): growing until the first cut
+	auto     bool      // rate auto: multiplicative climb, no cap but the ceiling
+
+	// Rate auto: bytes sent by sentAt, and the rate achieved over the
+	// autoSentWindow before it.
+	sentAt    time.Time
+	sentBytes uint64
+	achieved  float64
 }
 
-func newRateControl(capBits float64, fixed, wait bool, now time.Time) rateControl {
+func newRateControl(capBits float64, fixed, wait, auto bool, now time.Time) rateControl {
 	c := rateControl{max: capBits, rate: capBits, last: now, fixed: fixed || capBits <= 0, climbBy: rateClimb}
 	c.min = min(capBits, max(capBits/rateFloorDiv, rateFloorMin))
-	if wait && !c.fixed {
+	switch {
+	case c.fixed:
+	case auto:
+		c.auto, c.slow = true, true
+		c.min = min(capBits, rateFloorMin)
+		c.rate = min(capBits, autoStartRate)
+		c.sentAt = now
+	case wait:
 		c.climbBy = waitClimb
 		c.slow = true
 		c.rate = max(c.min, capBits/waitStartDiv)
 	}
 	return c
+}
+
+// noteSent tells rate auto how many bytes have been sent by now.
+func (c *rateControl) noteSent(now time.Time, total uint64) {
+	if !c.auto || now.Sub(c.sentAt) < autoSentWindow {
+		return
+	}
+	c.achieved = float64(total-c.sentBytes) * 8 / now.Sub(c.sentAt).Seconds()
+	c.sentAt, c.sentBytes = now, total
 }
 
 // congested handles a receiver's congestion report; it reports whether
@@ -99,26 +145,53 @@ func (c *rateControl) climb(now time.Time) bool {
 		return false
 	}
 	c.last = now
-	if c.slow {
-		c.rate = min(c.max, c.rate*math.Pow(slowStartGrowth, dt.Seconds()/lossEpoch.Seconds()))
-		return true
+	r := c.rate
+	switch {
+	case c.slow:
+		r *= math.Pow(slowStartGrowth, dt.Seconds()/lossEpoch.Seconds())
+	case c.auto:
+		cut := c.lastCut
+		if c.lastLoss.After(cut) {
+			cut = c.lastLoss
+		}
+		since := now.Sub(cut).Seconds()
+		r *= 1 + min(autoClimbMax, autoClimbBase+autoClimbAccel*since)*dt.Seconds()
+	default:
+		r += c.max * c.climbBy * dt.Seconds()
 	}
-	c.rate = min(c.max, c.rate+c.max*c.climbBy*dt.Seconds())
+	if c.auto {
+		// Not past what the sender manages to send (see autoHeadroom).
+		r = min(r, max(c.rate, autoHeadroom*c.achieved))
+	}
+	r = min(c.max, r)
+	if r == c.rate {
+		return false
+	}
+	c.rate = r
 	return true
 }
 
-// lossCut handles a loss report of permille over waitLossPermille
+// lossCut handles a loss report of permille over lossCutPermille
 // (policy wait); it reports whether the rate was cut.
 func (c *rateControl) lossCut(now time.Time, grtt time.Duration, permille uint16) bool {
 	if c.fixed || (!c.lastLoss.IsZero() && now.Sub(c.lastLoss) < lossEpoch+2*grtt) {
 		return false
 	}
 	keep := max(0.5, 1-float64(permille)/1000) * lossCutMargin
+	if c.auto {
+		// Rate auto shares links with TCP, which halves on loss: cut
+		// by autoCutMin at least.
+		keep = min(keep, autoCutMin)
+	}
 	c.rate = max(c.min, c.rate*keep)
 	c.lastLoss, c.last = now, now
 	c.slow = false
 	return true
 }
+
+// catchUpPermille is the least pass loss that a receiver that left the
+// first pass reports for catchUp to act on.
+const catchUpPermille = 20
 
 // catchUp caps the rate for the rest of the session at what a receiver
 // that left the first pass (policy leave) can take: the first pass's

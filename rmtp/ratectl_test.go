@@ -11,7 +11,7 @@ import (
 func TestRateControlWait(t *testing.T) {
 	now := time.Unix(1000, 0)
 	const capBits = 160e6
-	c := newRateControl(capBits, false, true, now)
+	c := newRateControl(capBits, false, true, false, now)
 	if c.rate != capBits/waitStartDiv || !c.slow {
 		t.Fatalf("start: rate %.0f slow %v, want %.0f in slow start", c.rate, c.slow, capBits/waitStartDiv)
 	}
@@ -61,7 +61,7 @@ func TestRateControlWait(t *testing.T) {
 // what a receiver that left the first pass took.
 func TestRateControlCatchUp(t *testing.T) {
 	now := time.Unix(1000, 0)
-	c := newRateControl(200e6, false, false, now)
+	c := newRateControl(200e6, false, false, false, now)
 	if c.slow || c.rate != 200e6 {
 		t.Fatalf("leave starts at the cap: rate %.0f slow %v", c.rate, c.slow)
 	}
@@ -82,8 +82,74 @@ func TestRateControlCatchUp(t *testing.T) {
 		t.Error("a lighter loss raised the catch-up cap")
 	}
 	// Fixed rate: nothing moves.
-	f := newRateControl(200e6, true, true, now)
+	f := newRateControl(200e6, true, true, false, now)
 	if f.slow || f.catchUp(200e6, 700) || f.lossCut(now, 0, 700) || f.rate != 200e6 {
 		t.Errorf("fixed rate moved: %+v", f)
+	}
+}
+
+// TestRateControlAuto: rate auto's start, its hold while nothing is sent,
+// the headroom over what was sent, and its climb after a cut, which
+// speeds up the longer no cut comes (ratectl.go).
+func TestRateControlAuto(t *testing.T) {
+	now := time.Unix(1000, 0)
+	const ceiling = 10e9
+	c := newRateControl(ceiling, false, false, true, now)
+	if c.rate != autoStartRate || !c.slow || c.min != rateFloorMin {
+		t.Fatalf("start: rate %.0f slow %v floor %.0f, want %.0f in slow start over %.0f", c.rate, c.slow, c.min, autoStartRate, rateFloorMin)
+	}
+	// Nothing sent yet (the sender holds its first data): no growth.
+	now = now.Add(lossEpoch)
+	c.noteSent(now, 0)
+	if c.climb(now) || c.rate != autoStartRate {
+		t.Errorf("nothing sent: rate %.0f, want it held at %.0f", c.rate, autoStartRate)
+	}
+	// Sending at the rate: slow start, 1.5x per epoch, up to 1.5x what
+	// was sent.
+	sent := uint64(0)
+	for range 3 {
+		sent += uint64(c.rate / 8 * lossEpoch.Seconds())
+		now = now.Add(lossEpoch)
+		c.noteSent(now, sent)
+		c.climb(now)
+	}
+	if want := autoStartRate * math.Pow(slowStartGrowth, 3); math.Abs(c.rate-want) > want*0.01 {
+		t.Errorf("three epochs of slow start: %.0f, want %.0f", c.rate, want)
+	}
+	// A sender that manages only 20 Mbit/s climbs no further (the
+	// headroom, 30 Mbit/s, is below its rate already; nor is the rate
+	// lowered by it).
+	held := c.rate
+	for range 20 {
+		sent += uint64(20e6 / 8 * lossEpoch.Seconds())
+		now = now.Add(lossEpoch)
+		c.noteSent(now, sent)
+		c.climb(now)
+	}
+	if c.rate != held {
+		t.Errorf("sending 20 Mbit/s: rate %.0f, want it held at %.0f", c.rate, held)
+	}
+	// A loss cut ends slow start; the climb is then autoClimbBase of the
+	// rate per second at first and speeds up by autoClimbAccel a second.
+	sent += uint64(c.rate / 8 * lossEpoch.Seconds())
+	now = now.Add(lossEpoch)
+	c.noteSent(now, sent)
+	if !c.lossCut(now, time.Millisecond, 100) || c.slow {
+		t.Fatal("loss cut refused, or slow start not over")
+	}
+	climbFor := func(d time.Duration) float64 {
+		before := c.rate
+		for end := now.Add(d); now.Before(end); {
+			sent += uint64(c.rate / 8 * 0.01)
+			now = now.Add(10 * time.Millisecond)
+			c.noteSent(now, sent)
+			c.climb(now)
+		}
+		return c.rate / before
+	}
+	first := climbFor(time.Second)
+	second := climbFor(time.Second)
+	if first < 1.05 || first > 1.12 || second < 1.15 || second > 1.25 {
+		t.Errorf("climb after a cut: %.3fx in the first second, %.3fx in the second; want about 1.10 and 1.20", first, second)
 	}
 }

@@ -86,9 +86,11 @@ type ReceiverStats struct {
 	// were put off to the end of the first pass (policy leave) and how
 	// many NAK slots were put off.
 	FirstPassLossMaxPermille uint16 `json:"first_pass_loss_max_permille"`
-	LossReportsSent          uint64 `json:"loss_reports_sent"`
-	Deferred                 bool   `json:"deferred"`
-	NAKsDeferred             uint64 `json:"naks_deferred"`
+	// The largest loss over the receiver's floor reported (lossmodel.go).
+	LossExcessMaxPermille uint16 `json:"loss_excess_max_permille"`
+	LossReportsSent       uint64 `json:"loss_reports_sent"`
+	Deferred              bool   `json:"deferred"`
+	NAKsDeferred          uint64 `json:"naks_deferred"`
 	// NAK slots put off because the window of incomplete blocks could
 	// not have held the block's repairs.
 	NAKsWindowHeld uint64 `json:"naks_window_held"`
@@ -227,6 +229,10 @@ type Receiver struct {
 
 	// First-pass loss (slowpolicy.go).
 	wait       bool       // the session's ANNOUNCE has FlagWait
+	auto       bool       // the session's ANNOUNCE has FlagAuto
+	lossModel  lossModel  // this receiver's loss floor (lossmodel.go)
+	lossHigh   int        // consecutive intervals over LeaveLoss (rate auto)
+	lossHello  bool       // the first loss report, which says we are here, went (rate auto)
 	lossSyms   int        // first-pass symbols of the blocks passed this interval
 	lossLost   int        // of those, lost
 	lossStart  time.Time  // start of the interval
@@ -505,6 +511,7 @@ func (r *Receiver) start(now time.Time, p *wire.Packet) {
 	r.session = p.Session
 	r.ann = *a
 	r.wait = p.Flags&wire.FlagWait != 0
+	r.auto = p.Flags&wire.FlagAuto != 0
 	r.hdr = wire.Header{Type: wire.TypeNAK, Session: r.session, Source: r.cfg.Source}
 	r.stats.Session = r.session.String()
 	switch {

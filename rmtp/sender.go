@@ -49,6 +49,9 @@ type SenderStats struct {
 	LossReports     uint64 `json:"loss_reports"`
 	LossMaxPermille uint16 `json:"loss_max_permille"`
 	LossCuts        uint64 `json:"loss_cuts"`
+	// LossIgnored: loss reports of one receiver alone not acted on (rate
+	// auto, policy leave; autorate.go).
+	LossIgnored uint64 `json:"loss_ignored"`
 }
 
 // Sender is the sender engine: a state machine with no goroutines,
@@ -95,6 +98,7 @@ type Sender struct {
 	syms        [][]byte // scratch for symbols
 	free        [][]byte
 	reports     Completions
+	lone        loneReporter // rate auto under policy leave (autorate.go)
 	nextAnnnc   time.Time
 	announced   int
 	finished    bool // Done has reported true: nothing more to do
@@ -135,7 +139,7 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		start:     now,
 		pace:      newPacer(cfg.RateBitsPerSec, now),
 		passRate:  cfg.RateBitsPerSec,
-		rc:        newRateControl(cfg.RateBitsPerSec, cfg.FixedRate, cfg.SlowPolicy == SlowWait, now),
+		rc:        newRateControl(cfg.RateBitsPerSec, cfg.FixedRate, cfg.SlowPolicy == SlowWait, cfg.AutoRate, now),
 		grtt:      grttEstimator{grtt: cfg.GRTT},
 		nextAnnnc: now,
 		dataAt:    now.Add(cfg.StartDelay),
@@ -143,7 +147,7 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		bufSize:   wire.HeaderSize + wire.DataHeaderSize + int(m.SymbolSize) + wire.TagSize,
 	}
 	if s.rc.slow {
-		s.pace.setRate(s.rc.rate) // policy wait starts slow (ratectl.go)
+		s.pace.setRate(s.rc.rate) // policy wait and rate auto start slow (ratectl.go)
 	}
 	s.sizes = append(s.sizes, uint64(len(enc)))
 	for i := range m.Entries {
@@ -325,9 +329,23 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 			s.stats.LossMaxPermille = max(s.stats.LossMaxPermille, p.Status.LossPermille)
 			cut := false
 			switch {
-			case s.cfg.SlowPolicy == SlowWait:
-				cut = p.Status.LossPermille > waitLossPermille && s.rc.lossCut(now, s.grtt.grtt, p.Status.LossPermille)
-			case s.ended && p.Status.LossPermille > waitLossPermille:
+			case s.cfg.SlowPolicy == SlowWait || s.cfg.AutoRate && !s.ended:
+				// Loss over the receivers' floors (lossmodel.go).
+				if p.Status.LossPermille <= lossCutPermille {
+					s.lone.known(p.Source)
+					break
+				}
+				if s.cfg.SlowPolicy == SlowLeave && s.lone.lone(now, p.Source) {
+					if s.stats.LossIgnored == 0 || s.lone.count == loneReports {
+						// The cuts so far were for that receiver alone:
+						// find the others' rate again (autorate.go).
+						s.rc.slow = true
+					}
+					s.stats.LossIgnored++
+					break
+				}
+				cut = s.rc.lossCut(now, s.grtt.grtt, p.Status.LossPermille)
+			case s.ended && p.Status.LossPermille > catchUpPermille:
 				// Policy leave: a receiver that left the first pass asks
 				// for the rest; repair at what its path took.
 				cut = s.rc.catchUp(s.passRate, p.Status.LossPermille)
@@ -437,6 +455,7 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		s.nextTail = now.Add(s.cfg.TailInterval)
 	}
 	s.pace.refill(now)
+	s.rc.noteSent(now, s.stats.BytesSent)
 	if s.rc.climb(now) {
 		s.pace.setRate(s.rc.rate)
 	}
@@ -473,6 +492,9 @@ func (s *Sender) appendControl(dst []Datagram, t wire.Type, now time.Time) []Dat
 	h.Type = t
 	if t == wire.TypeAnnounce && s.cfg.SlowPolicy == SlowWait {
 		h.Flags |= wire.FlagWait
+	}
+	if t == wire.TypeAnnounce && s.cfg.AutoRate {
+		h.Flags |= wire.FlagAuto
 	}
 	b := h.Append(s.getBuf())
 	switch t {
@@ -564,7 +586,14 @@ func (s *Sender) advance(now time.Time) {
 	if int(s.pos.obj) >= len(s.sizes) {
 		s.ended = true
 		s.endAt = now
+		// What the pass went at: its rate at the end, or its mean if
+		// that was less (rate auto's slow start, a sender short of
+		// CPU), since a receiver that left reports its loss over the
+		// whole pass (catchUp).
 		s.passRate = s.rc.rate
+		if d := now.Sub(s.dataAt).Seconds(); d > 0 && s.rc.rate > 0 {
+			s.passRate = min(s.passRate, float64(s.stats.BytesSent)*8/d)
+		}
 		s.nextTail = now // tell receivers at once
 	}
 }

@@ -38,6 +38,9 @@ const (
 	// deferCheck is how soon a NAK held for want of window room is
 	// tried again.
 	deferCheck = 50 * time.Millisecond
+	// autoLeaveIntervals: under rate auto, a receiver leaves after this
+	// many intervals in a row of loss over LeaveLoss above its floor.
+	autoLeaveIntervals = 3
 )
 
 // notePass counts a block the first pass has just passed: kb source
@@ -63,19 +66,43 @@ func (r *Receiver) notePass(now time.Time, kb, got int) {
 		return
 	}
 	permille := uint16(min(r.lossLost*1000/r.lossSyms, wire.MaxQueuePermille))
+	excess := uint16(0)
+	if r.wait || r.auto {
+		ex := r.lossModel.excess(r.lossSyms, r.lossLost, now.Sub(r.lossStart).Seconds())
+		excess = uint16(min(ex*1000, wire.MaxQueuePermille))
+	}
 	r.lossSyms, r.lossLost, r.lossStart = 0, 0, now
 	r.stats.FirstPassLossMaxPermille = max(r.stats.FirstPassLossMaxPermille, permille)
-	if r.wait {
-		r.reportLoss(now, permille)
+	r.stats.LossExcessMaxPermille = max(r.stats.LossExcessMaxPermille, excess)
+	if r.wait || r.auto {
+		// Under rate auto a receiver reports even after it left: the
+		// sender paces to it unless its loss is seen to be its alone
+		// (autorate.go), so that a link that only it is behind, with
+		// TCP on it, say, is not flooded at the ceiling.
+		r.reportLoss(now, excess)
+	}
+	if r.wait || r.deferring || r.cfg.LeaveLoss <= 0 {
 		return
 	}
-	if r.cfg.LeaveLoss > 0 && !r.deferring && float64(permille) >= r.cfg.LeaveLoss*1000 {
-		r.deferring = true
-		r.stats.Deferred = true
-		if r.cfg.Logger != nil {
-			r.cfg.Logger.Info("losing too much of the first pass: repairs wait for its end (slow policy leave)",
-				"session", r.session, "loss_permille", permille, "threshold_permille", int(r.cfg.LeaveLoss*1000))
+	leave := float64(permille) >= r.cfg.LeaveLoss*1000
+	if r.auto {
+		// The sender is finding its rate, and its overshoots cost every
+		// receiver behind the same queue alike; those cuts end the loss
+		// within an interval or two. Leave on loss that outlasts them.
+		r.lossHigh++
+		if float64(excess) < r.cfg.LeaveLoss*1000 {
+			r.lossHigh = 0
 		}
+		leave = r.lossHigh >= autoLeaveIntervals
+	}
+	if !leave {
+		return
+	}
+	r.deferring = true
+	r.stats.Deferred = true
+	if r.cfg.Logger != nil {
+		r.cfg.Logger.Info("losing too much of the first pass: repairs wait for its end (slow policy leave)",
+			"session", r.session, "loss_permille", permille, "threshold_permille", int(r.cfg.LeaveLoss*1000))
 	}
 }
 
@@ -99,7 +126,17 @@ func (r *Receiver) passEnded(now time.Time) {
 // reportLoss queues a loss report (policy wait), unless a peer reported
 // at least as much within the interval.
 func (r *Receiver) reportLoss(now time.Time, permille uint16) {
-	if permille == 0 || !r.cfg.ControlGroup.IsValid() || r.done || r.err != nil {
+	if !r.cfg.ControlGroup.IsValid() || r.done || r.err != nil {
+		return
+	}
+	if r.auto && !r.lossHello {
+		// Rate auto: the first report says this receiver is there,
+		// whatever its loss (autorate.go).
+		r.lossHello = true
+		r.queueLoss(permille)
+		return
+	}
+	if permille == 0 {
 		return
 	}
 	if now.Before(r.peerLossTo) && r.peerLoss >= permille {
@@ -136,7 +173,7 @@ const (
 	// ask for their repairs after it; the rate follows the others.
 	SlowLeave SlowPolicy = iota
 	// SlowWait: the sender cuts its rate on receivers' loss reports
-	// until the slowest loses at most waitLossPermille.
+	// until the slowest loses little over its floor (lossmodel.go).
 	SlowWait
 )
 

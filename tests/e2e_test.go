@@ -36,6 +36,8 @@ var (
 	mcpBuildErr error
 	blastBin    string
 	blastErr    error
+	tcpfanBin   string
+	tcpfanErr   error
 )
 
 // defaultRate is the senders' --rate. It was 150M while a sender that
@@ -75,6 +77,8 @@ func testMain(m *testing.M) int {
 	}
 	blastBin = filepath.Join(tmp, "udpblast")
 	blastErr = goBuild(root, blastBin, "./tests/cmd/udpblast")
+	tcpfanBin = filepath.Join(tmp, "tcpfan")
+	tcpfanErr = goBuild(root, tcpfanBin, "./tests/cmd/tcpfan")
 	code := m.Run()
 	// Labs close in t.Cleanup; this catches any a panic left behind.
 	if swept := lab.Sweep(true); len(swept) > 0 {

@@ -16,11 +16,11 @@ const (
 
 // slowTransfer sends a 64 MiB file to 4 receivers, receiver 0 behind a
 // link shaped to slowLink (or none if shaped is false), with the given
-// --slow-policy. It returns the result and the packets the shaped link
-// dropped.
-func slowTransfer(t *testing.T, name string, want lab.Tree, policy string, shaped bool) (*lab.TransferResult, uint64) {
+// --rate and --slow-policy. It returns the result and the packets the
+// shaped link dropped.
+func slowTransfer(t *testing.T, name string, want lab.Tree, rate, policy string, shaped bool) (*lab.TransferResult, uint64) {
 	t.Helper()
-	tt := transferTest{receivers: 4, rate: slowCap, timeout: 120 * time.Second,
+	tt := transferTest{receivers: 4, rate: rate, timeout: 120 * time.Second,
 		sendArgs: []string{"--slow-policy", policy, "--expect", "4"}}
 	var drops uint64
 	if shaped {
@@ -46,18 +46,27 @@ func slowTransfer(t *testing.T, name string, want lab.Tree, policy string, shape
 //   - leave (the default): the three others keep the goodput they have
 //     with no slow receiver (at least 0.9x), and the slow one finishes
 //     from repairs after the first pass.
-func TestSlowPolicy(t *testing.T) {
+func TestSlowPolicy(t *testing.T) { slowPolicy(t, slowCap) }
+
+// TestAutoRate: the same with --rate auto (no cap: the sender starts at
+// 10 Mbit/s and finds the rate from the receivers' loss over their
+// floors). Under wait it finds the slow link; under leave it finds that
+// the loss is one receiver's alone, ignores it, and finds the others'
+// rate.
+func TestAutoRate(t *testing.T) { slowPolicy(t, "auto") }
+
+func slowPolicy(t *testing.T, rate string) {
 	name, want := bigFile(t, 64<<20)
 	sizeBits := float64(want.Bytes()) * 8
 
-	base, _ := slowTransfer(t, name, want, "leave", false)
+	base, _ := slowTransfer(t, name, want, rate, "leave", false)
 	baseGood := 0.0
 	for _, r := range base.Recv[1:] {
 		baseGood += r.JSON.Report.GoodputBitsPerSec / 3
 	}
 	t.Logf("no slow link: %s", base.Summary(want.Bytes()))
 
-	wait, waitDrops := slowTransfer(t, name, want, "wait", true)
+	wait, waitDrops := slowTransfer(t, name, want, rate, "wait", true)
 	ws := wait.Send.JSON.Report.Stats
 	sent := ws.DataPackets + ws.ParityPackets + ws.RetransPackets + ws.ControlPackets
 	slowGood := wait.Recv[0].JSON.Report.GoodputBitsPerSec
@@ -73,8 +82,10 @@ func TestSlowPolicy(t *testing.T) {
 		t.Errorf("wait: the slow link dropped %.2f%% of what was sent, want under 2%%", lossShare*100)
 	}
 
-	leave, leaveDrops := slowTransfer(t, name, want, "leave", true)
+	leave, leaveDrops := slowTransfer(t, name, want, rate, "leave", true)
 	t.Logf("leave: %s", leave.Summary(want.Bytes()))
+	ls := leave.Send.JSON.Report.Stats
+	t.Logf("leave: loss reports %d, ignored %d, cuts %d, lowest rate %.1f Mbit/s", ls.LossReports, ls.LossIgnored, ls.LossCuts, ls.RateMinBps/1e6)
 	for i, r := range leave.Recv[1:] {
 		g := r.JSON.Report.GoodputBitsPerSec
 		t.Logf("leave: receiver %d goodput %.1f Mbit/s (%.2fx the run with no slow link)", i+1, g/1e6, g/baseGood)

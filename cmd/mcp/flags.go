@@ -157,6 +157,28 @@ func parseRate(s string) (float64, error) {
 	return v, nil
 }
 
+// parseSendRate parses send's --rate: a rate (parseRate), "auto" (find
+// the rate, up to rmtp.AutoRateCeiling) or "auto:R" (find it, never over
+// R). It reports whether the rate is found.
+func parseSendRate(s string) (float64, bool, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	if t == "auto" {
+		return rmtp.AutoRateCeiling, true, nil
+	}
+	if c, ok := strings.CutPrefix(t, "auto:"); ok {
+		r, err := parseRate(c)
+		if err != nil {
+			return 0, false, err
+		}
+		if r < 0 {
+			return 0, false, usageErrorf("--rate %s: auto needs a ceiling such as auto:1G, or plain auto", s)
+		}
+		return r, true, nil
+	}
+	r, err := parseRate(s)
+	return r, false, err
+}
+
 // formatRate is the inverse of parseRate for flag defaults: 200e6 is
 // "200M", -1 is "unlimited".
 func formatRate(bps float64) string {

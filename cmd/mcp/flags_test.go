@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+
+	"github.com/mcp-dev/mcp/rmtp"
 )
 
 func TestParseRate(t *testing.T) {
@@ -50,6 +52,32 @@ func TestParseRate(t *testing.T) {
 				t.Errorf("exitCode(%v) = %d, want %d", err, code, exitUsage)
 			}
 		})
+	}
+}
+
+// TestParseSendRate: send's --rate takes auto and auto:R besides a rate.
+func TestParseSendRate(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		rate float64
+		auto bool
+	}{
+		{"auto", rmtp.AutoRateCeiling, true},
+		{" AUTO ", rmtp.AutoRateCeiling, true},
+		{"auto:1G", 1e9, true},
+		{"auto:300Mbps", 300e6, true},
+		{"200M", 200e6, false},
+		{"unlimited", -1, false},
+	} {
+		rate, auto, err := parseSendRate(tt.in)
+		if err != nil || rate != tt.rate || auto != tt.auto {
+			t.Errorf("parseSendRate(%q) = %v, %v, %v; want %v, %v", tt.in, rate, auto, err, tt.rate, tt.auto)
+		}
+	}
+	for _, in := range []string{"auto:", "auto:0", "auto:unlimited", "auto:fast", "automatic", "auto1G"} {
+		if rate, auto, err := parseSendRate(in); err == nil || exitCode(err) != exitUsage {
+			t.Errorf("parseSendRate(%q) = %v, %v, %v; want a usage error", in, rate, auto, err)
+		}
 	}
 }
 

@@ -69,7 +69,7 @@ exits 3 and says how many confirmed.`,
 	fs := cmd.Flags()
 	f.net.add(cmd)
 	fs.StringVar(&f.rate, "rate", formatRate(rmtp.DefaultRateBitsPerSec),
-		"most bits per second to send, headers and repairs included (the sender slows down while receivers report they fall behind); K, M, G are powers of 1000; 0 or unlimited: no pacing")
+		"most bits per second to send, headers and repairs included (the sender slows down while receivers report they fall behind); K, M, G are powers of 1000; 0 or unlimited: no pacing; auto: start at 10M and find the rate from receivers' loss, auto:R: the same, never over R")
 	fs.IntVar(&f.k, "fec-k", rmtp.DefaultK,
 		fmt.Sprintf("source symbols per FEC block, 1 to %d", wire.MaxK))
 	fs.IntVar(&f.proactive, "fec-proactive", 0,
@@ -107,7 +107,7 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 	if err != nil {
 		return o, err
 	}
-	rate, err := parseRate(f.rate)
+	rate, auto, err := parseSendRate(f.rate)
 	if err != nil {
 		return o, err
 	}
@@ -156,6 +156,7 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 		Sender: rmtp.SenderConfig{
 			Proactive:      f.proactive,
 			RateBitsPerSec: rate,
+			AutoRate:       auto,
 			Linger:         f.linger,
 			Mode:           mode,
 			Expect:         f.expect,

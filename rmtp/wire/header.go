@@ -50,8 +50,13 @@ const (
 	// leave) a receiver losing much of the first pass asks for its
 	// repairs only after the pass.
 	FlagWait uint16 = 1 << 3
+	// FlagAuto: on ANNOUNCE, the sender finds its rate from receivers'
+	// loss (send --rate auto): receivers report, once per interval, the
+	// loss above what they lose at any rate (StatusLoss), and under policy
+	// leave they leave the first pass only on loss that lasts.
+	FlagAuto uint16 = 1 << 4
 
-	flagsKnown = FlagAuth | FlagEncrypted | FlagCached | FlagWait
+	flagsKnown = FlagAuth | FlagEncrypted | FlagCached | FlagWait | FlagAuto
 )
 
 // Type is the packet type.

@@ -447,7 +447,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"type 0", edit(t, "tail", set(1, 0)), wire.ReasonType},
 		{"type 7", edit(t, "tail", set(1, 7)), wire.ReasonType},
 		{"type 255", edit(t, "tail", set(1, 255)), wire.ReasonType},
-		{"flag bit 4", edit(t, "tail", put16(2, 1<<4)), wire.ReasonReserved},
+		{"flag bit 5", edit(t, "tail", put16(2, 1<<5)), wire.ReasonReserved},
 		{"flag bit 15", edit(t, "tail", put16(2, 1<<15)), wire.ReasonReserved},
 		{"encrypted without auth", edit(t, "tail", put16(2, wire.FlagEncrypted)), wire.ReasonReserved},
 		{"encrypted", edit(t, "tail", func(b []byte) []byte {

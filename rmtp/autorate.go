@@ -1,0 +1,60 @@
+package rmtp
+
+import "time"
+
+// Rate auto under policy leave (DESIGN.md is silent; this is the decision
+// recorded in the package doc).
+//
+// Under policy wait the sender cuts for the slowest receiver, whoever it
+// is. Under policy leave it should find the rate the majority sustains,
+// and a receiver behind a slower path should leave the first pass, not
+// pace everyone. A receiver cannot tell alone whether its loss is the
+// group's (a full queue at the sender's uplink, which every receiver
+// behind it shares) or only its own, and after the sender's first cut it
+// loses only a little at each overshoot, never LeaveLoss. The sender can
+// tell: every receiver says it is there with one loss report when it
+// starts (StatusLoss, possibly 0‰), and a receiver whose loss reports
+// alone number loneReports in a row, with no other receiver
+// reporting loss over its floor within loneWindow while at least two are
+// known, is the only one that path limits. Its reports are then not
+// acted on (SenderStats.LossIgnored): the rate climbs past its path, its
+// loss rises over LeaveLoss, and it leaves, to finish from repairs.
+// A report from any other receiver ends that (shared loss is acted on at
+// once).
+const (
+	loneReports = 2
+	loneWindow  = 2 * time.Second
+)
+
+// loneReporter tells loss only one receiver of several reports.
+type loneReporter struct {
+	first, second bool   // one, and then two receivers known
+	firstSrc      uint32 // the first receiver known
+	src           uint32 // the receiver whose reports came last
+	count         int    // its reports in a row over the threshold
+	otherAt       time.Time
+}
+
+// known notes that receiver src is there.
+func (l *loneReporter) known(src uint32) {
+	switch {
+	case !l.first:
+		l.first, l.firstSrc = true, src
+	case src != l.firstSrc:
+		l.second = true
+	}
+}
+
+// lone notes a loss report over the threshold from src and reports
+// whether it is src's alone (see loneReports).
+func (l *loneReporter) lone(now time.Time, src uint32) bool {
+	l.known(src)
+	if src != l.src || l.count == 0 {
+		if l.count > 0 {
+			l.otherAt = now
+		}
+		l.src, l.count = src, 0
+	}
+	l.count++
+	return l.second && l.count >= loneReports && now.Sub(l.otherAt) > loneWindow
+}
