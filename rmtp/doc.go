@@ -64,7 +64,7 @@
 //     smaller bucket lost most of the rate in the namespace lab.
 //   - --rate is a cap, not a promise. Receivers sample their data
 //     socket every 5 ms (SO_MEMINFO: queue fill and kernel drops) and,
-//     when it overflows or is over 12.5% full and growing, multicast a
+//     when it overflows or is over 25% full and growing, multicast a
 //     STATUS with StatusCongested; a peer that hears one stays quiet for
 //     max(GRTT, 10 ms). The sender cuts its rate to 75% at most once per
 //     20 ms + 2 GRTT and climbs back by 25% of the cap per second, never
@@ -72,8 +72,6 @@
 //     down: that is repaired, not paced. Without this, receivers that
 //     cannot keep up NAK what their own sockets dropped, the repairs add
 //     load, and the group collapses. SenderConfig.FixedRate turns it off.
-//     This paces to the slowest receiver that reports; a policy that
-//     leaves a slow receiver to its repair server is issue 7's.
 //   - The driver writes at most 4 batches before it reads feedback again,
 //     and measures its sleep from the clock after writing: a CPU-bound
 //     sender that wrote until its pacer ran dry read no NAK for seconds,
@@ -90,7 +88,20 @@
 //     default) lets a receiver that loses LeaveLoss (10%) of the first
 //     pass put its repairs off until the pass ends and then be repaired
 //     at what its path took; wait paces the session to the slowest
-//     receiver's reported loss (over 2%: a cut), starting slow.
+//     receiver's reported loss, starting slow. The loss reported is the
+//     loss over the receiver's floor (lossmodel.go): loss that a lower
+//     rate does not cure (a bad link) is repaired, never paced, so one
+//     host with 30% random loss no longer drags the group down.
+//   - Rate auto (--rate auto, SenderConfig.AutoRate; ratectl.go,
+//     autorate.go): no cap but a ceiling (10 Gbit/s, or auto:R). The
+//     sender starts at 10 Mbit/s, slow-starts 1.5x per 150 ms, cuts on
+//     loss over the receivers' floors by at least 15% (TCP on the same
+//     link halves), climbs 5% of its rate per second after a cut, 10%/s
+//     faster for every second without one, and never past 1.5x what it
+//     managed to send. Under leave a receiver that alone reports loss (2
+//     reports in a row, nobody else within 2 s, at least 2 receivers
+//     known: each says it is there with a first report) is not paced to:
+//     it leaves the first pass as the rate climbs past its path.
 //
 // Security decisions (issue 5; README "Security" has the threat model):
 //

@@ -14,7 +14,7 @@
 #   TOOLS         any of mcp,udpcast,uftp,tcp                     (default all)
 #   SETTINGS      A (unshaped bridge), B (sender's eth0 shaped to SHAPE) (default A,B)
 #   SHAPE         setting B's token-bucket rate                   (default 1G)
-#   MCP_RATE      mcp --rate in setting A (in B: SHAPE)           (default 450M)
+#   MCP_RATE      mcp --rate in setting A (in B: SHAPE), or tune  (default tune: per setting and N, as the baselines)
 #   UDPCAST_ARGS  udp-sender flags; "auto" tunes --max-bitrate and --full-duplex (default auto)
 #   UFTP_ARGS     uftp flags; "auto" tunes -R and -C tfmcc         (default auto)
 #   TUNE_SIZE     file size of the tuning trials                  (default 64M)

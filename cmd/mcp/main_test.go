@@ -72,6 +72,8 @@ func TestUsageErrors(t *testing.T) {
 		{"zero linger", []string{"send", "--interface", "lo", "--linger", "0s", "f"}, "--linger 0s must be positive"},
 		{"confirmed without expect", []string{"send", "--interface", "lo", "--mode", "confirmed", "f"}, "--mode confirmed needs --expect N"},
 		{"expect with best-effort", []string{"send", "--interface", "lo", "--mode", "best-effort", "--expect", "2", "f"}, "use --mode confirmed"},
+		{"rate auto with best-effort", []string{"send", "--interface", "lo", "--mode", "best-effort", "--rate", "auto", "f"}, "give a rate such as --rate 200M"},
+		{"rate auto without a ceiling", []string{"send", "--interface", "lo", "--rate", "auto:0", "f"}, "auto needs a ceiling"},
 		{"negative expect", []string{"send", "--interface", "lo", "--expect", "-1", "f"}, "--expect -1 must not be negative"},
 		{"negative send timeout", []string{"send", "--interface", "lo", "--timeout", "-1s", "f"}, "--timeout -1s must not be negative"},
 		{"bad mode", []string{"send", "--interface", "lo", "--mode", "fast", "f"}, `bad --mode "fast"`},

@@ -143,6 +143,8 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 		return o, usageErrorf("--timeout %v must not be negative", f.timeout)
 	case mode == wire.ModeConfirmed && f.expect == 0:
 		return o, usageErrorf("--mode confirmed needs --expect N: how many receivers to wait for")
+	case mode == wire.ModeBestEffort && auto:
+		return o, usageErrorf("--rate %s finds the rate from receivers' loss reports, which --mode best-effort is for doing without; give a rate such as --rate 200M", f.rate)
 	case mode == wire.ModeBestEffort && f.expect > 0:
 		return o, usageErrorf("--expect waits for receivers' reports, which --mode best-effort does not wait for; use --mode confirmed")
 	case f.expect > 0:

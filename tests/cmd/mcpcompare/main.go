@@ -17,9 +17,10 @@
 //
 // Settings: A, the bridge as it is; B, the sender's eth0 shaped with a
 // token bucket (lab.Host.Shape) to SHAPE (default 1 Gbit/s). mcp gets
-// --rate MCP_RATE in A and the shaped rate in B. udpcast's --max-bitrate
+// --rate MCP_RATE in A and the shaped rate in B if MCP_RATE is a rate.
+// mcp's --rate (MCP_RATE=tune, the default), udpcast's --max-bitrate
 // and UFTP's -R rate (or TFMCC congestion control) are, unless fixed by
-// UDPCAST_ARGS / UFTP_ARGS, tuned per setting and N before the cells:
+// MCP_RATE / UDPCAST_ARGS / UFTP_ARGS, tuned per setting and N before the cells:
 // each candidate sends a TUNE_SIZE file to all N receivers without loss,
 // and the fastest whose copies are all exact is kept. The tuning trials
 // are printed.
@@ -81,13 +82,12 @@ type config struct {
 	out, work   string
 }
 
-// defaultMCPRate is mcp's --rate in setting A unless MCP_RATE says
-// otherwise. On this two-core lab with 8 receivers (64 MiB, back to
-// back) 300M gave 193 Mbit/s per receiver, 450M 239 and 600M 242: above
-// what the machine carries mcp's receivers' reports hold the sender back,
-// so a cap a little over the blaster's sustainable rate (262-300 Mbit/s
-// in tests/bench.sh) costs nothing.
-const defaultMCPRate = "450M"
+// defaultMCPRate is mcp's --rate unless MCP_RATE says otherwise: "tune"
+// tunes it per setting and N as the baselines' rates are (candidates).
+// A fixed 450M, the earlier default, suited 8 receivers on this two-core
+// lab (300M gave 193 Mbit/s per receiver, 450M 239 and 600M 242) but
+// held one receiver to 417 Mbit/s where udpcast moved 1,489.
+const defaultMCPRate = "tune"
 
 func run() (int, error) {
 	var c config
@@ -101,7 +101,7 @@ func run() (int, error) {
 	flag.Float64Var(&c.slow, "slow", 20, "loss in percent of the one slow receiver at the largest N; 0: skip that case (env SLOW)")
 	flag.StringVar(&tools, "tools", lab.EnvOr("TOOLS", "mcp,udpcast,uftp,tcp"), "tools, comma separated (env TOOLS)")
 	flag.StringVar(&settings, "settings", lab.EnvOr("SETTINGS", "A,B"), "A (unshaped), B (sender shaped to SHAPE), comma separated (env SETTINGS)")
-	flag.StringVar(&c.mcpRate, "mcp-rate", lab.EnvOr("MCP_RATE", defaultMCPRate), "mcp --rate in setting A (env MCP_RATE)")
+	flag.StringVar(&c.mcpRate, "mcp-rate", lab.EnvOr("MCP_RATE", defaultMCPRate), "mcp --rate in setting A (in B: the shaped rate), or tune: tune it per setting and N (env MCP_RATE)")
 	flag.StringVar(&shape, "shape", lab.EnvOr("SHAPE", "1G"), "the sender's shaped rate in setting B, bits/s with K/M/G (env SHAPE)")
 	flag.StringVar(&udpcastArgs, "udpcast-args", lab.EnvOr("UDPCAST_ARGS", "auto"), "udp-sender flags, or auto: tune --max-bitrate (env UDPCAST_ARGS)")
 	flag.StringVar(&uftpArgs, "uftp-args", lab.EnvOr("UFTP_ARGS", "auto"), "uftp flags, or auto: tune -R / -C (env UFTP_ARGS)")
@@ -163,8 +163,8 @@ func run() (int, error) {
 	if c.shape, err = lab.ParseRate(shape); err != nil {
 		return 2, err
 	}
-	if _, err := lab.ParseRate(c.mcpRate); err != nil {
-		return 2, fmt.Errorf("MCP_RATE: %w", err)
+	if _, err := lab.ParseRate(c.mcpRate); err != nil && c.mcpRate != "tune" && c.mcpRate != "auto" {
+		return 2, fmt.Errorf("MCP_RATE: %w (or tune, or auto)", err)
 	}
 	if udpcastArgs != "auto" {
 		c.udpcastArgs = strings.Fields(udpcastArgs)
@@ -315,7 +315,9 @@ func runN(ctx context.Context, c *config, setting string, n int, withSlow bool, 
 		if err := snd.Shape(c.shape); err != nil {
 			return nil, err
 		}
-		mcpRate = fmt.Sprintf("%.0fM", c.shape/1e6)
+		if mcpRate != "tune" && mcpRate != "auto" {
+			mcpRate = fmt.Sprintf("%.0fM", c.shape/1e6)
+		}
 	}
 	base := func(size int64, file string) *env {
 		return &env{c: c, l: l, snd: snd, rcv: l.Hosts[1:], src: file, size: size, timeout: c.timeout}
@@ -323,7 +325,7 @@ func runN(ctx context.Context, c *config, setting string, n int, withSlow bool, 
 	params := map[string][]string{"mcp": {"--rate", mcpRate}, "tcp": nil, "udpcast": c.udpcastArgs, "uftp": c.uftpArgs}
 	var cells []*cell
 	for _, t := range c.tools {
-		if (t == "udpcast" && c.udpcastArgs == nil) || (t == "uftp" && c.uftpArgs == nil) {
+		if (t == "udpcast" && c.udpcastArgs == nil) || (t == "uftp" && c.uftpArgs == nil) || (t == "mcp" && mcpRate == "tune") {
 			best, trials, err := tuneTool(ctx, c, t, setting, n, base(c.tuneSize, tune), sums[tune])
 			cells = append(cells, trials...)
 			if err != nil {
@@ -374,9 +376,16 @@ func runN(ctx context.Context, c *config, setting string, n int, withSlow bool, 
 // udpcast's default half-duplex mode and with --full-duplex (more
 // data in flight while it waits for acks). UFTP: -R fixed rates in
 // Kbit/s, "-R -1" (as fast as the interface takes), and TFMCC
-// congestion control.
+// congestion control. mcp: --rate caps from 300M to 2G, in B the shaped
+// rate too, and --rate auto.
 func candidates(t string, shape float64, setting string) [][]string {
 	switch t {
+	case "mcp":
+		out := [][]string{{"--rate", "300M"}, {"--rate", "450M"}, {"--rate", "700M"}, {"--rate", "1G"}, {"--rate", "2G"}, {"--rate", "auto"}}
+		if setting == "B" {
+			out = append(out, []string{"--rate", fmt.Sprintf("%.0fM", shape/1e6)})
+		}
+		return out
 	case "udpcast":
 		var out [][]string
 		for _, r := range []string{"", "200m", "300m", "500m"} {
@@ -633,6 +642,18 @@ func targets(c *config, cells []*cell, maxN int) {
 		check(s+" 5%: mcp sender payload bytes / file size", payloadOf(m), 1.12, false, m != nil)
 		r, ok := ratio(s, "udpcast", 5)
 		check(s+" 5%: mcp wall / udpcast wall", r, 0.6, false, ok)
+	}
+	// Issue 7, point 3: receiver CPU per GiB at most udp-receiver's. The
+	// file is the same in both cells, so the per-cell means compare.
+	for _, s := range []string{"A", "B"} {
+		for _, loss := range c.losses {
+			m, u := find("mcp", s, loss, 0), find("udpcast", s, loss, 0)
+			r := 0.0
+			if m != nil && u != nil && u.recvCPUAvg > 0 {
+				r = m.recvCPUAvg.Seconds() / u.recvCPUAvg.Seconds()
+			}
+			check(fmt.Sprintf("%s %g%%: mcp receiver CPU / udp-receiver CPU (mean)", s, loss), r, 1.0, false, r > 0)
+		}
 	}
 	for _, s := range []string{"A", "B"} {
 		var slow *cell
