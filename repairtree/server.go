@@ -128,6 +128,7 @@ func New(cfg Config, now time.Time) (*Server, error) {
 	} else {
 		s.feedback = rmtp.FeedbackOf(cfg.Upstream)
 	}
+	s.pace.SetOverhead(rmtp.WireOverhead(cfg.Region.Addr()))
 	return s, nil
 }
 

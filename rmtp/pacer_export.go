@@ -18,7 +18,11 @@ func (p *Pacer) Refill(now time.Time) { p.p.refill(now) }
 // Ready reports whether a packet may go now.
 func (p *Pacer) Ready() bool { return p.p.ready() }
 
-// Spend charges a packet of n bytes.
+// SetOverhead sets the bytes charged per packet besides its own
+// (WireOverhead).
+func (p *Pacer) SetOverhead(n int) { p.p.overhead = n }
+
+// Spend charges a packet of n bytes, and the overhead.
 func (p *Pacer) Spend(n int) { p.p.spend(n) }
 
 // ReadyAt returns when at least want bytes of tokens will be there.

@@ -146,6 +146,7 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		nextTail:  now.Add(cfg.TailInterval),
 		bufSize:   wire.HeaderSize + wire.DataHeaderSize + int(m.SymbolSize) + wire.TagSize,
 	}
+	s.pace.overhead = WireOverhead(cfg.DataGroup.Addr())
 	if s.rc.slow {
 		s.pace.setRate(s.rc.rate) // policy wait and rate auto start slow (ratectl.go)
 	}
