@@ -228,20 +228,21 @@ type Receiver struct {
 	peerCongTo time.Time // a peer reported congestion: stay quiet until this
 
 	// First-pass loss (slowpolicy.go).
-	wait       bool       // the session's ANNOUNCE has FlagWait
-	auto       bool       // the session's ANNOUNCE has FlagAuto
-	lossModel  lossModel  // this receiver's loss floor (lossmodel.go)
-	lossHigh   int        // consecutive intervals over LeaveLoss (rate auto)
-	lossHello  bool       // the first loss report, which says we are here, went (rate auto)
-	lossSyms   int        // first-pass symbols of the blocks passed this interval
-	lossLost   int        // of those, lost
-	lossStart  time.Time  // start of the interval
-	passSyms   int        // first-pass symbols of every block passed
-	passLost   int        // of those, lost
-	deferring  bool       // repairs put off until the first pass ends
-	parked     []blockKey // blocks whose NAK slot came while deferring
-	peerLossTo time.Time  // a peer reported at least our loss: quiet until this
-	peerLoss   uint16     // the largest loss a peer reported, until peerLossTo
+	wait         bool       // the session's ANNOUNCE has FlagWait
+	auto         bool       // the session's ANNOUNCE has FlagAuto
+	lossModel    lossModel  // this receiver's loss floor (lossmodel.go)
+	lossHigh     int        // consecutive intervals over LeaveLoss
+	lossHighRate float64    // the first-pass rate (symbols/s) when they began
+	lossHello    bool       // the first loss report, which says we are here, went (rate auto)
+	lossSyms     int        // first-pass symbols of the blocks passed this interval
+	lossLost     int        // of those, lost
+	lossStart    time.Time  // start of the interval
+	passSyms     int        // first-pass symbols of every block passed
+	passLost     int        // of those, lost
+	deferring    bool       // repairs put off until the first pass ends
+	parked       []blockKey // blocks whose NAK slot came while deferring
+	peerLossTo   time.Time  // a peer reported at least our loss: quiet until this
+	peerLoss     uint16     // the largest loss a peer reported, until peerLossTo
 
 	out    []Datagram
 	status []wire.Status // reports to encode when sent
