@@ -86,7 +86,9 @@
 //     the echoes of descheduled processes and stretched every NAK timer.
 //   - Slow receivers (slowpolicy.go), SenderConfig.SlowPolicy: leave (the
 //     default) lets a receiver that loses LeaveLoss (10%) of the first
-//     pass put its repairs off until the pass ends and then be repaired
+//     pass over 3 intervals in a row (or twice that over one; a single
+//     burst over 10% no longer counts) put its repairs off until the
+//     pass ends and then be repaired
 //     at what its path took; wait paces the session to the slowest
 //     receiver's reported loss, starting slow. The loss reported is the
 //     loss over the receiver's floor (lossmodel.go): loss that a lower
@@ -101,7 +103,11 @@
 //     managed to send. Under leave a receiver that alone reports loss (2
 //     reports in a row, nobody else within 2 s, at least 2 receivers
 //     known: each says it is there with a first report) is not paced to:
-//     it leaves the first pass as the rate climbs past its path.
+//     it leaves the first pass as the rate climbs past its path (3
+//     intervals over LeaveLoss above its floor while the rate did not
+//     fall).
+//   - --rate counts each packet's IP, UDP and Ethernet headers and FCS
+//     (WireOverhead), so that --rate 1G fits a 1 Gbit/s link.
 //
 // Security decisions (issue 5; README "Security" has the threat model):
 //

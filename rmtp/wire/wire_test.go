@@ -47,6 +47,12 @@ func samplePackets() []struct {
 			Proactive: 4, Objects: 12, ManifestSize: 4096, ManifestHash: hash,
 			RateBitsPerSec: 100_000_000, GRTTMicros: 25_000,
 		}}},
+		{"announce-wait-auto", wire.Packet{Header: wire.Header{Type: wire.TypeAnnounce, Flags: wire.FlagWait | wire.FlagAuto, Session: testSession, Source: 0x5eed1234},
+			Announce: wire.Announce{
+				SymbolSize: 1408, K: 64, Codec: wire.CodecRS8, Mode: wire.ModeReliable,
+				Objects: 1, ManifestSize: 512, ManifestHash: hash,
+				RateBitsPerSec: 10_000_000_000, GRTTMicros: 2_000,
+			}}},
 		{"data", wire.Packet{Header: testHeader(wire.TypeData), Data: wire.Data{
 			Object: 3, Block: 71, Symbol: 33, Flags: wire.DataRepair, Payload: testPayload(1408),
 		}}},
