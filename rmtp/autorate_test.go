@@ -84,14 +84,7 @@ func autoRun(t *testing.T, seed uint64, n, size int, loss float64, pol *policer,
 			rates = append(rates, w.sender.Stats().RateBps)
 			next = next.Add(50 * time.Millisecond)
 		}
-		all := true
-		for i, r := range w.receivers {
-			if (r.Done() || r.Err() != nil) && done[i] == 0 {
-				done[i] = w.sim.Now.Sub(epoch)
-			}
-			all = all && done[i] != 0
-		}
-		return all
+		return w.noteDone(done)
 	}, 5*time.Minute); err != nil {
 		t.Fatalf("seed %d: %v", seed, err)
 	}

@@ -128,6 +128,19 @@ func (w *world) blockSymbols(obj, blk uint32) int {
 	return min(64, syms-int(blk)*64)
 }
 
+// noteDone records in done when each receiver finished (or failed), in
+// simulated time since epoch, and reports whether all have.
+func (w *world) noteDone(done []time.Duration) bool {
+	all := true
+	for i, r := range w.receivers {
+		if (r.Done() || r.Err() != nil) && done[i] == 0 {
+			done[i] = w.sim.Now.Sub(epoch)
+		}
+		all = all && done[i] != 0
+	}
+	return all
+}
+
 func (w *world) allDone() bool {
 	for _, r := range w.receivers {
 		if !r.Done() && r.Err() == nil {

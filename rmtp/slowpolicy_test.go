@@ -27,16 +27,7 @@ func slowRun(t *testing.T, seed uint64, slowLoss float64, scfg rmtp.SenderConfig
 		return rng.Float64() < loss
 	}
 	done := make([]time.Duration, receivers)
-	if err := w.sim.Run(func() bool {
-		all := true
-		for i, r := range w.receivers {
-			if (r.Done() || r.Err() != nil) && done[i] == 0 {
-				done[i] = w.sim.Now.Sub(epoch)
-			}
-			all = all && done[i] != 0
-		}
-		return all
-	}, 5*time.Minute); err != nil {
+	if err := w.sim.Run(func() bool { return w.noteDone(done) }, 5*time.Minute); err != nil {
 		t.Fatalf("seed %d, slow receiver at %.0f%%: %v", seed, slowLoss*100, err)
 	}
 	w.check(t)
