@@ -32,6 +32,7 @@ type loneReporter struct {
 	firstSrc      uint32 // the first receiver known
 	src           uint32 // the receiver whose reports came last
 	count         int    // its reports in a row over the threshold
+	ignoring      bool   // they have been found to be its alone
 	otherAt       time.Time
 }
 
@@ -46,15 +47,19 @@ func (l *loneReporter) known(src uint32) {
 }
 
 // lone notes a loss report over the threshold from src and reports
-// whether it is src's alone (see loneReports).
-func (l *loneReporter) lone(now time.Time, src uint32) bool {
+// whether it is src's alone (see loneReports), and whether it is the
+// first of src's current run to be so.
+func (l *loneReporter) lone(now time.Time, src uint32) (alone, first bool) {
 	l.known(src)
 	if src != l.src || l.count == 0 {
 		if l.count > 0 {
 			l.otherAt = now
 		}
-		l.src, l.count = src, 0
+		l.src, l.count, l.ignoring = src, 0, false
 	}
 	l.count++
-	return l.second && l.count >= loneReports && now.Sub(l.otherAt) > loneWindow
+	alone = l.second && l.count >= loneReports && now.Sub(l.otherAt) > loneWindow
+	first = alone && !l.ignoring
+	l.ignoring = l.ignoring || alone
+	return alone, first
 }

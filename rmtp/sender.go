@@ -336,14 +336,14 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 					s.lone.known(p.Source)
 					break
 				}
-				if s.cfg.SlowPolicy == SlowLeave && s.lone.lone(now, p.Source) {
-					if s.stats.LossIgnored == 0 || s.lone.count == loneReports {
+				if s.cfg.SlowPolicy == SlowLeave {
+					if alone, first := s.lone.lone(now, p.Source); alone {
 						// The cuts so far were for that receiver alone:
 						// find the others' rate again (autorate.go).
-						s.rc.slow = true
+						s.rc.slow = s.rc.slow || first
+						s.stats.LossIgnored++
+						break
 					}
-					s.stats.LossIgnored++
-					break
 				}
 				cut = s.rc.lossCut(now, s.grtt.grtt, p.Status.LossPermille)
 			case s.ended && p.Status.LossPermille > catchUpPermille:

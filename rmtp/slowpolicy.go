@@ -68,10 +68,10 @@ func (r *Receiver) notePass(now time.Time, kb, got int) {
 		return
 	}
 	permille := uint16(min(r.lossLost*1000/r.lossSyms, wire.MaxQueuePermille))
-	excess, rate := uint16(0), float64(r.lossSyms)/max(now.Sub(r.lossStart).Seconds(), 1e-3)
+	secs := max(now.Sub(r.lossStart).Seconds(), 1e-3)
+	excess, rate := uint16(0), float64(r.lossSyms)/secs
 	if r.wait || r.auto {
-		ex := r.lossModel.excess(r.lossSyms, r.lossLost, now.Sub(r.lossStart).Seconds())
-		excess = uint16(min(ex*1000, wire.MaxQueuePermille))
+		excess = uint16(min(r.lossModel.excess(r.lossSyms, r.lossLost, secs)*1000, wire.MaxQueuePermille))
 	}
 	r.lossSyms, r.lossLost, r.lossStart = 0, 0, now
 	r.stats.FirstPassLossMaxPermille = max(r.stats.FirstPassLossMaxPermille, permille)
@@ -89,18 +89,18 @@ func (r *Receiver) notePass(now time.Time, kb, got int) {
 	// Leave on loss that lasts leaveIntervals intervals in a row, or on
 	// twice LeaveLoss at once: one interval over LeaveLoss is often a
 	// burst (a shaped link's queue overflowing once, a descheduled
-	// process). A receiver that leaves parks its NAKs while its window
-	// fills; the one receiver behind a 1 Gbit/s link at 5% random loss
-	// (tests/compare.sh, setting B) was sent 2.01x the file in 8.9 s when
-	// one interval sufficed, 1.08x in 3.1 s with this rule (one run
-	// each). Under rate auto the loss counted is over the
-	// floor, and it counts only when the sender did not slow down for
-	// it: the sender is finding its rate, its overshoots cost every
-	// receiver behind the same queue alike (a slow start's can be 40% at
-	// once), and it cuts for them; a receiver that left for loss the
-	// sender was curing (the only one, behind a 1 Gbit/s link at 5%
-	// random loss) parked its NAKs while its window filled and was sent
-	// 1.80x the file.
+	// process), and a receiver that leaves parks its NAKs while its
+	// window fills. The one receiver behind a 1 Gbit/s link at 5% random
+	// loss (tests/compare.sh, setting B) was sent 2.01x the file in 8.9 s
+	// when one interval sufficed, 1.08x in 3.1 s with this rule (one run
+	// each).
+	//
+	// Under rate auto the loss counted is over the floor, and only when
+	// the sender did not slow down for it (no immediate leave either): the
+	// sender is finding its rate, its overshoots cost every receiver
+	// behind the same queue alike (a slow start's can be 40% at once),
+	// and it cuts for them unless it sees the loss is this receiver's
+	// alone (autorate.go).
 	loss := float64(permille)
 	if r.auto {
 		loss = float64(excess)
@@ -114,9 +114,6 @@ func (r *Receiver) notePass(now time.Time, kb, got int) {
 	}
 	switch {
 	case r.auto && (r.lossHigh < leaveIntervals || rate < lossCutSeen*r.lossHighRate):
-		// Rate auto: leave only when the sender did not slow down for
-		// this loss, which it does unless it sees that this receiver
-		// is alone in it (autorate.go).
 		return
 	case !r.auto && r.lossHigh < leaveIntervals && loss < 2*r.cfg.LeaveLoss*1000:
 		return
