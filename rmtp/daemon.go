@@ -198,7 +198,7 @@ func ReceiveDaemon(ctx context.Context, opts DaemonOptions) (DaemonReport, error
 	d.skipped = make(map[wire.SessionID]time.Time)
 	d.stats.Totals.Drops = make(map[string]uint64)
 
-	dataConn, err := rn.open(rn.data)
+	dataConn, err := rn.openBulk(rn.data)
 	if err != nil {
 		return rep, err
 	}

@@ -122,6 +122,16 @@ func (n NetConfig) resolve() (resolvedNet, error) {
 }
 
 func (rn resolvedNet) open(bind netip.AddrPort) (*UDPConn, error) {
+	return rn.openSocket(bind, false)
+}
+
+// openBulk opens a socket that only reads bulk data (a receiver's data
+// and repair groups): polled, outside the runtime poller (polled.go).
+func (rn resolvedNet) openBulk(bind netip.AddrPort) (*UDPConn, error) {
+	return rn.openSocket(bind, true)
+}
+
+func (rn resolvedNet) openSocket(bind netip.AddrPort, polled bool) (*UDPConn, error) {
 	return OpenUDP(SocketConfig{
 		Interface:   rn.ifi,
 		IfAddr:      rn.ifaddr,
@@ -135,7 +145,8 @@ func (rn resolvedNet) open(bind netip.AddrPort) (*UDPConn, error) {
 		GSO:         rn.offload,
 		// Coalesced receives only where bulk data arrives: feedback is
 		// small datagrams, which GRO would read a few per call.
-		GRO: rn.offload && bind == rn.data,
+		GRO:    rn.offload && bind == rn.data,
+		Polled: polled,
 	})
 }
 

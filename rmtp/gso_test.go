@@ -77,3 +77,62 @@ func TestGSOGRO(t *testing.T) {
 		})
 	}
 }
+
+// TestGROProbeTurnsOff: a coalescing socket that gets only single
+// datagrams (a sender without GSO) turns GRO off after its probe and
+// still delivers every datagram intact; one that gets GSO buffers keeps
+// it.
+func TestGROProbeTurnsOff(t *testing.T) {
+	for _, gso := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) {
+			group, port := testGroup(42), freePort(t)
+			dst := netip.AddrPortFrom(group, port)
+			rc := openLo(t, SocketConfig{Bind: dst, Join: []netip.Addr{group}, ReadBuffer: 32 << 20, GRO: true, Polled: true})
+			if !rc.gro.on {
+				t.Skip("UDP_GRO not available on this kernel")
+			}
+			snd := openLo(t, SocketConfig{Bind: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), GSO: gso})
+			const total = 3 * groProbeBuffers * gsoMaxSegments / 2
+			ms := make([]Datagram, 64)
+			batch := make([]Datagram, 64)
+			for i := range batch {
+				batch[i].Buf = make([]byte, maxRecvPacket)
+			}
+			got := 0
+			for sent := 0; sent < total; {
+				for i := range ms {
+					b := bytes.Repeat([]byte{byte(sent + i)}, 1400)
+					ms[i] = Datagram{Buf: b, Addr: dst}
+				}
+				if _, err := snd.WriteBatch(ms); err != nil {
+					t.Fatal(err)
+				}
+				sent += len(ms)
+				for got < sent {
+					for i := range batch {
+						batch[i].Buf = batch[i].Buf[:cap(batch[i].Buf)]
+					}
+					n, err := rc.ReadBatch(batch)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, d := range batch[:n] {
+						if len(d.Buf) != 1400 || d.Buf[0] != byte(got) || d.Buf[1399] != byte(got) {
+							t.Fatalf("datagram %d: %d bytes, first %d", got, len(d.Buf), d.Buf[0])
+						}
+						got++
+					}
+				}
+			}
+			if !rc.gro.probed {
+				t.Fatalf("probe not done after %d datagrams (%d buffers)", got, rc.gro.probeBufs)
+			}
+			if rc.gro.on == !gso {
+				t.Errorf("GRO on = %v after the probe (%d datagrams in %d buffers); want %v", rc.gro.on, rc.gro.probeSegs, rc.gro.probeBufs, gso)
+			}
+			if tr := rc.Stats().Truncated; tr != 0 {
+				t.Errorf("%d truncated", tr)
+			}
+		})
+	}
+}

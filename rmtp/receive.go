@@ -106,7 +106,7 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	dataConn, err := rn.open(rn.data)
+	dataConn, err := rn.openBulk(rn.data)
 	if err != nil {
 		return rep, err
 	}
@@ -132,7 +132,7 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 	// joinRepair opens the repair server's region: repairs on the group,
 	// peers' NAKs (damping) on its feedback address.
 	joinRepair := func(g netip.AddrPort) error {
-		repConn, err := rn.open(g)
+		repConn, err := rn.openBulk(g)
 		if err != nil {
 			return err
 		}

@@ -73,6 +73,12 @@ type SocketConfig struct {
 	// kernel allows (gso.go).
 	GSO, GRO bool
 
+	// Polled takes the socket out of the Go runtime's poller: reads poll
+	// it with recvmmsg and short sleeps, so datagrams arriving while the
+	// reader coalesces wake nobody (polled.go). Such a socket only reads.
+	// IPv4 only; where it cannot be done the socket stays as it is.
+	Polled bool
+
 	// noForceBuffers skips SO_RCVBUFFORCE/SO_SNDBUFFORCE, so tests
 	// running as root can exercise the capped path.
 	noForceBuffers bool
@@ -114,6 +120,7 @@ type UDPConn struct {
 	rmsgs  []ipv4.Message // guarded by readMu; each has one Buffers slot
 	mr     *mmsgReader    // guarded by readMu; IPv4 reads (nil for IPv6)
 
+	polled *polledFD    // set if reads bypass the runtime poller (polled.go)
 	gso    gsoState     // guarded by writeMu (gso.go)
 	gro    groState     // guarded by readMu (gso.go)
 	logger *slog.Logger // socket warnings
@@ -175,6 +182,11 @@ func OpenUDP(cfg SocketConfig) (*UDPConn, error) {
 	}
 	if cfg.GRO && !c.enableGRO() {
 		log.Info("UDP GRO not available; receiving datagrams one by one", "local", c.local, "interface", ifi.Name)
+	}
+	if cfg.Polled {
+		if err := c.detach(); err != nil {
+			log.Info("socket stays with the runtime poller", "local", c.local, "interface", ifi.Name, "err", err)
+		}
 	}
 	return c, nil
 }
@@ -458,7 +470,7 @@ func (c *UDPConn) readBatchMmsg(ms []Datagram) (int, error) {
 	for i := range ms {
 		m.set(i, ms[i].Buf[:cap(ms[i].Buf)], nil)
 	}
-	n, err := m.read(len(ms))
+	n, err := c.mmsgRead(m, len(ms))
 	for i := range n {
 		if m.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
 			c.truncated.Add(1)
@@ -550,6 +562,14 @@ func (m *mmsgReader) read(n int) (int, error) {
 	return m.got, nil
 }
 
+// mmsgRead is m.read, or readPolled on a polled socket; readMu is held.
+func (c *UDPConn) mmsgRead(m *mmsgReader, n int) (int, error) {
+	if c.polled != nil {
+		return c.readPolled(m, n)
+	}
+	return m.read(n)
+}
+
 // recv is the RawConn.Read callback: false asks to wait for the socket to
 // become readable.
 func (m *mmsgReader) recv(fd uintptr) bool {
@@ -599,6 +619,9 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // After Close, it returns an error for which errors.Is(err, net.ErrClosed)
 // holds.
 func (c *UDPConn) WriteBatch(ms []Datagram) (int, error) {
+	if c.polled != nil {
+		return 0, fmt.Errorf("send on %s (%s): the socket is opened for polled reads only", c.local, c.ifname)
+	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	if c.gso.on {
@@ -705,7 +728,13 @@ func (c *UDPConn) LocalAddr() netip.AddrPort { return c.local }
 
 // SetReadDeadline makes a blocked or later ReadBatch return an error
 // (os.ErrDeadlineExceeded) once t passes. The zero time means no deadline.
-func (c *UDPConn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+// A polled socket (SocketConfig.Polled) has no deadlines.
+func (c *UDPConn) SetReadDeadline(t time.Time) error {
+	if c.polled != nil {
+		return fmt.Errorf("socket %s: no read deadline on a polled socket", c.local)
+	}
+	return c.conn.SetReadDeadline(t)
+}
 
 // Stats returns the granted buffer sizes and the truncation count.
 func (c *UDPConn) Stats() SocketStats {
@@ -722,6 +751,9 @@ func (c *UDPConn) Stats() SocketStats {
 func (c *UDPConn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
+	}
+	if c.polled != nil {
+		return c.closePolled()
 	}
 	if err := c.conn.Close(); err != nil {
 		return fmt.Errorf("close socket %s on %s: %w", c.local, c.ifname, err)
@@ -745,13 +777,9 @@ const soMeminfo = 55
 // Load reads the receive queue's fill and drop count with one
 // getsockopt(SO_MEMINFO).
 func (c *UDPConn) Load() (SocketLoad, error) {
-	rc, err := c.conn.SyscallConn()
-	if err != nil {
-		return SocketLoad{}, err
-	}
 	var info [unix.SK_MEMINFO_VARS]uint32
 	var serr error
-	cerr := rc.Control(func(fd uintptr) {
+	cerr := c.controlFD(func(fd uintptr) {
 		size := uint32(unsafe.Sizeof(info))
 		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, soMeminfo,
 			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
