@@ -36,15 +36,17 @@ import (
 // than pollInterval of traffic (DefaultReadBuffer: tens of milliseconds at
 // 1 Gbit/s).
 //
-// A polled socket only reads: WriteBatch and SetReadDeadline fail. It is
-// used for the sockets bulk data arrives on (receivers' and repair
-// servers' data and repair groups), never for feedback, which must be
-// read the moment it arrives.
+// A polled socket only reads: WriteBatch and SetReadDeadline fail. mcp
+// receive (and its daemon) uses it for the sockets bulk data arrives on,
+// the session's data group and a repair server's region group; never for
+// feedback, which must be read the moment it arrives (NAK damping). Repair
+// servers keep the runtime poller: one per region, they are not where a
+// host's CPU goes.
 
 const (
 	pollInterval = time.Millisecond
 	pollIdle     = 50 * time.Millisecond
-	pollWait     = 20 // milliseconds; also how soon a blocked read sees Close
+	pollWait     = 100 // milliseconds; also how soon a blocked read sees Close
 )
 
 // polledFD is a UDPConn's descriptor outside the runtime poller.
