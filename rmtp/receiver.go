@@ -214,6 +214,7 @@ type Receiver struct {
 	scratch       [][]byte
 	early         []earlySym
 	earlySize     int
+	replaying     bool     // early data is being replayed: scan waits for all of it
 	stashed       [][]byte // whole packets heard before the session was known
 	stashSize     int
 
@@ -833,13 +834,20 @@ func (r *Receiver) manifestDone(now time.Time) {
 	if r.err != nil {
 		return
 	}
+	// Replay what came before the manifest, then scan: TAILs may have
+	// moved the frontier past blocks whose early symbols are still
+	// queued, and a scan after the first replayed symbol would count
+	// those blocks as lost (a delayed manifest then looked like 99% loss
+	// and sent the receiver away from the first pass under policy leave).
 	early := r.early
 	r.early, r.earlySize = nil, 0
+	r.replaying = true
 	for i := range early {
 		d := early[i].d
 		d.Payload = early[i].payload
 		r.handleData(now, &d)
 	}
+	r.replaying = false
 	r.scan(now)
 	r.checkDone() // a session of empty files and directories only
 }
@@ -922,6 +930,9 @@ func (r *Receiver) advance(now time.Time, to blockKey) {
 // scan marks blocks the frontier has passed as due, as far as their layout
 // is known (DESIGN.md, "Loss detection").
 func (r *Receiver) scan(now time.Time) {
+	if r.replaying {
+		return
+	}
 	for r.scanned.before(r.frontier) && r.known(r.scanned.obj) {
 		key := r.scanned
 		o := &r.objs[key.obj]

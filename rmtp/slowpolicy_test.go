@@ -134,3 +134,32 @@ func TestNAKsHeldToWindow(t *testing.T) {
 		t.Errorf("%d repair packets for %d symbols, want at most 1.4x", n, 46*64)
 	}
 }
+
+// TestLateManifestNotLoss: a receiver whose manifest arrives late (every
+// first-pass symbol of object 0 lost, so it comes from repairs while the
+// first pass and its TAILs move on) keeps the file's symbols that came
+// meanwhile and does not count the blocks they belong to as lost: it
+// must not leave the first pass for loss it did not have. (It did: the
+// TAILs had moved the frontier, and the scan after the first replayed
+// symbol counted every block past it as 100% lost.)
+func TestLateManifestNotLoss(t *testing.T) {
+	file := randBytes(7, 8<<20)
+	w := newWorldR(t, 7, 2, rmtp.SenderConfig{}, rmtp.ReceiverConfig{}, file)
+	w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+		return to.ID == 1 && p.Type == wire.TypeData && p.Data.Object == 0 && p.Data.Flags&wire.DataRepair == 0
+	}
+	done := make([]time.Duration, 2)
+	if err := w.sim.Run(func() bool { return w.noteDone(done) }, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	w.check(t)
+	st := w.receivers[0].Stats()
+	t.Logf("late manifest: done in %v (the other %v), first-pass loss up to %d‰, deferred %v, early drops %d",
+		done[0], done[1], st.FirstPassLossMaxPermille, st.Deferred, st.Drops["early_full"])
+	if st.Deferred {
+		t.Errorf("the receiver with a late manifest left the first pass (first-pass loss up to %d‰)", st.FirstPassLossMaxPermille)
+	}
+	if st.FirstPassLossMaxPermille > 50 {
+		t.Errorf("first-pass loss up to %d‰ with no file symbol lost, want <= 50", st.FirstPassLossMaxPermille)
+	}
+}
