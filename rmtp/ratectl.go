@@ -95,7 +95,7 @@ type rateControl struct {
 }
 
 func newRateControl(capBits float64, fixed, wait, auto bool, now time.Time) rateControl {
-	c := rateControl{max: capBits, rate: capBits, last: now, fixed: fixed || capBits <= 0, climbBy: rateClimb}
+	c := rateControl{max: capBits, rate: capBits, last: now, fixed: fixed || capBits <= 0, climbBy: rateClimb, sentAt: now}
 	c.min = min(capBits, max(capBits/rateFloorDiv, rateFloorMin))
 	switch {
 	case c.fixed:
@@ -103,7 +103,6 @@ func newRateControl(capBits float64, fixed, wait, auto bool, now time.Time) rate
 		c.auto, c.slow = true, true
 		c.min = min(capBits, rateFloorMin)
 		c.rate = min(capBits, autoStartRate)
-		c.sentAt = now
 	case wait:
 		c.climbBy = waitClimb
 		c.slow = true
@@ -112,9 +111,9 @@ func newRateControl(capBits float64, fixed, wait, auto bool, now time.Time) rate
 	return c
 }
 
-// noteSent tells rate auto how many bytes have been sent by now.
+// noteSent tells the rate control how many bytes have been sent by now.
 func (c *rateControl) noteSent(now time.Time, total uint64) {
-	if !c.auto || now.Sub(c.sentAt) < autoSentWindow {
+	if c.fixed || now.Sub(c.sentAt) < autoSentWindow {
 		return
 	}
 	c.achieved = float64(total-c.sentBytes) * 8 / now.Sub(c.sentAt).Seconds()
@@ -127,7 +126,17 @@ func (c *rateControl) congested(now time.Time, grtt time.Duration) bool {
 	if c.fixed || (!c.lastCut.IsZero() && now.Sub(c.lastCut) < rateEpochMin+2*grtt) {
 		return false
 	}
-	c.rate = max(c.min, c.rate*rateCut)
+	// Cut what was sent, not the rate allowed: a sender held back by its
+	// own CPU (eight receivers sharing its cores) or disk runs below its
+	// rate, and cuts of a rate it never reached change nothing (measured:
+	// --rate 2G, 8 receivers at 5% loss, 9 cuts to 687 Mbit/s while it
+	// sent 350, receivers' queues 50-84% full, 5,000 window_full drops
+	// each).
+	base := c.rate
+	if c.achieved > 0 {
+		base = min(base, c.achieved)
+	}
+	c.rate = max(c.min, base*rateCut)
 	c.lastCut, c.last = now, now
 	c.slow = false
 	return true
