@@ -153,3 +153,27 @@ func TestRateControlAuto(t *testing.T) {
 		t.Errorf("climb after a cut: %.3fx in the first second, %.3fx in the second; want about 1.10 and 1.20", first, second)
 	}
 }
+
+// TestCongestionCutsAchieved: under a 2 Gbit/s cap a sender that only
+// manages 350 Mbit/s (its CPU) cuts from 350, not from 2000, when a
+// receiver reports congestion; one that sent nothing measurable cuts its
+// rate as before.
+func TestCongestionCutsAchieved(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newRateControl(2e9, false, false, false, now)
+	now = now.Add(autoSentWindow)
+	c.noteSent(now, uint64(350e6/8*autoSentWindow.Seconds()))
+	if math.Abs(c.achieved-350e6) > 1e3 {
+		t.Fatalf("achieved %.0f, want 350e6", c.achieved)
+	}
+	if !c.congested(now, time.Millisecond) {
+		t.Fatal("cut refused")
+	}
+	if want := 350e6 * rateCut; math.Abs(c.rate-want) > 1e3 {
+		t.Errorf("after a cut at 350 of 2000 Mbit/s: %.0f, want %.0f", c.rate, want)
+	}
+	idle := newRateControl(100e6, false, false, false, now)
+	if !idle.congested(now, time.Millisecond) || idle.rate != 100e6*rateCut {
+		t.Errorf("nothing measured yet: rate %.0f after a cut, want %.0f", idle.rate, 100e6*rateCut)
+	}
+}
