@@ -18,7 +18,8 @@ import (
 // STATUS with StatusCongested; peers that hear it stay quiet for a report
 // interval, so the sender hears about one report per interval whatever the
 // group size. The sender answers with AIMD under the --rate cap: a cut to
-// rateCut of the current rate at most once per epoch, and a linear climb
+// rateCut of the current rate, or of the rate it achieved over the last
+// autoSentWindow if that is lower, at most once per epoch, and a linear climb
 // back of rateClimb of the cap per second. Loss on the network (random
 // loss, a lossy link) does not trigger it: that is repaired, not paced.
 const (
