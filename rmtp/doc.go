@@ -57,7 +57,7 @@
 //     A receiver's data and repair-region sockets are polled outside the
 //     Go runtime's poller (polled.go): in its epoll set every datagram
 //     that arrived during that wait woke a runtime thread, in the
-//     sender's context on one host (15% of the lab's CPU at 8 receivers).
+//     sender's context on one host (11% of the lab's CPU at 8 receivers).
 //   - Files are written whole-block at a time into a preallocated
 //     temporary file in their final directory, hashed in order as blocks
 //     complete, fsynced and renamed only after the SHA-256 matches; all
