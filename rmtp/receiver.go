@@ -563,6 +563,12 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 	}
 	if !r.known(d.Object) {
 		r.keepEarly(d)
+		if d.Flags&wire.DataRepair == 0 {
+			// First-pass data of a file: the manifest's blocks have been
+			// sent, so a lost manifest symbol is asked for now, not after
+			// the next TAIL (the scan stops at objects not yet known).
+			r.advance(now, blockKey{d.Object, d.Block})
+		}
 		return
 	}
 	o := &r.objs[d.Object]

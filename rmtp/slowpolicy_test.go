@@ -163,3 +163,35 @@ func TestLateManifestNotLoss(t *testing.T) {
 		t.Errorf("first-pass loss up to %d‰ with no file symbol lost, want <= 50", st.FirstPassLossMaxPermille)
 	}
 }
+
+// TestLateManifestNAKedAtOnce: the file's first-pass symbols that arrive
+// before the manifest tell the receiver that the manifest block has been
+// sent, so it asks for the manifest at once instead of after the next
+// TAIL (tail interval 1 s here). Before, a receiver behind a lost
+// manifest symbol waited for TAILs, buffered the stream meanwhile until
+// its early buffer overflowed, and left the first pass for that loss.
+func TestLateManifestNAKedAtOnce(t *testing.T) {
+	file := randBytes(8, 8<<20)
+	var known time.Time
+	var w *world
+	rcfg := rmtp.ReceiverConfig{Events: func(e rmtp.Event) {
+		if e.Type == rmtp.EventManifestKnown && known.IsZero() {
+			known = w.sim.Now
+		}
+	}}
+	w = newWorldR(t, 8, 1, rmtp.SenderConfig{TailInterval: time.Second}, rcfg, file)
+	w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+		return p.Type == wire.TypeData && p.Data.Object == 0 && p.Data.Flags&wire.DataRepair == 0
+	}
+	done := make([]time.Duration, 1)
+	if err := w.sim.Run(func() bool { return w.noteDone(done) }, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	w.check(t)
+	st := w.receivers[0].Stats()
+	after := known.Sub(epoch)
+	t.Logf("manifest known %v after the start; done in %v; early drops %d, first-pass loss up to %d‰", after, done[0], st.Drops["early_full"], st.FirstPassLossMaxPermille)
+	if known.IsZero() || after > 100*time.Millisecond {
+		t.Errorf("manifest known %v after the start, want within 100 ms (not at the next TAIL)", after)
+	}
+}
