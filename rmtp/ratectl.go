@@ -93,10 +93,14 @@ type rateControl struct {
 	sentAt    time.Time
 	sentBytes uint64
 	achieved  float64
+	// busy: the first pass had data waiting throughout the window now
+	// being measured; congestion cuts use achieved only if it was
+	// measured so (a sender with nothing to send achieves little).
+	busy, busyAchieved bool
 }
 
 func newRateControl(capBits float64, fixed, wait, auto bool, now time.Time) rateControl {
-	c := rateControl{max: capBits, rate: capBits, last: now, fixed: fixed || capBits <= 0, climbBy: rateClimb, sentAt: now}
+	c := rateControl{max: capBits, rate: capBits, last: now, fixed: fixed || capBits <= 0, climbBy: rateClimb, sentAt: now, busy: true}
 	c.min = min(capBits, max(capBits/rateFloorDiv, rateFloorMin))
 	switch {
 	case c.fixed:
@@ -112,13 +116,16 @@ func newRateControl(capBits float64, fixed, wait, auto bool, now time.Time) rate
 	return c
 }
 
-// noteSent tells the rate control how many bytes have been sent by now.
-func (c *rateControl) noteSent(now time.Time, total uint64) {
+// noteSent tells the rate control how many bytes have been sent by now,
+// and whether first-pass data was waiting to be sent (busy).
+func (c *rateControl) noteSent(now time.Time, total uint64, busy bool) {
+	c.busy = c.busy && busy
 	if c.fixed || now.Sub(c.sentAt) < autoSentWindow {
 		return
 	}
 	c.achieved = float64(total-c.sentBytes) * 8 / now.Sub(c.sentAt).Seconds()
-	c.sentAt, c.sentBytes = now, total
+	c.busyAchieved = c.busy
+	c.sentAt, c.sentBytes, c.busy = now, total, busy
 }
 
 // congested handles a receiver's congestion report; it reports whether
@@ -133,8 +140,12 @@ func (c *rateControl) congested(now time.Time, grtt time.Duration) bool {
 	// --rate 2G, 8 receivers at 5% loss, 9 cuts to 687 Mbit/s while it
 	// sent 350, receivers' queues 50-84% full, 5,000 window_full drops
 	// each).
+	// Only a window in which the first pass had data waiting tells what
+	// the sender can send: after the pass, or while it was held, the
+	// achieved rate is what there was to send (repairs, TAILs), and a
+	// cut from it would drop to the floor.
 	base := c.rate
-	if c.achieved > 0 {
+	if c.busyAchieved && c.achieved > 0 {
 		base = min(base, c.achieved)
 	}
 	c.rate = max(c.min, base*rateCut)

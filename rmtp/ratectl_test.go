@@ -100,7 +100,7 @@ func TestRateControlAuto(t *testing.T) {
 	}
 	// Nothing sent yet (the sender holds its first data): no growth.
 	now = now.Add(lossEpoch)
-	c.noteSent(now, 0)
+	c.noteSent(now, 0, true)
 	if c.climb(now) || c.rate != autoStartRate {
 		t.Errorf("nothing sent: rate %.0f, want it held at %.0f", c.rate, autoStartRate)
 	}
@@ -110,7 +110,7 @@ func TestRateControlAuto(t *testing.T) {
 	for range 3 {
 		sent += uint64(c.rate / 8 * lossEpoch.Seconds())
 		now = now.Add(lossEpoch)
-		c.noteSent(now, sent)
+		c.noteSent(now, sent, true)
 		c.climb(now)
 	}
 	if want := autoStartRate * math.Pow(slowStartGrowth, 3); math.Abs(c.rate-want) > want*0.01 {
@@ -123,7 +123,7 @@ func TestRateControlAuto(t *testing.T) {
 	for range 20 {
 		sent += uint64(20e6 / 8 * lossEpoch.Seconds())
 		now = now.Add(lossEpoch)
-		c.noteSent(now, sent)
+		c.noteSent(now, sent, true)
 		c.climb(now)
 	}
 	if c.rate != held {
@@ -133,7 +133,7 @@ func TestRateControlAuto(t *testing.T) {
 	// rate per second at first and speeds up by autoClimbAccel a second.
 	sent += uint64(c.rate / 8 * lossEpoch.Seconds())
 	now = now.Add(lossEpoch)
-	c.noteSent(now, sent)
+	c.noteSent(now, sent, true)
 	if !c.lossCut(now, time.Millisecond, 100) || c.slow {
 		t.Fatal("loss cut refused, or slow start not over")
 	}
@@ -142,7 +142,7 @@ func TestRateControlAuto(t *testing.T) {
 		for end := now.Add(d); now.Before(end); {
 			sent += uint64(c.rate / 8 * 0.01)
 			now = now.Add(10 * time.Millisecond)
-			c.noteSent(now, sent)
+			c.noteSent(now, sent, true)
 			c.climb(now)
 		}
 		return c.rate / before
@@ -161,8 +161,9 @@ func TestRateControlAuto(t *testing.T) {
 func TestCongestionCutsAchieved(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newRateControl(2e9, false, false, false, now)
+	c.noteSent(now, 0, true)
 	now = now.Add(autoSentWindow)
-	c.noteSent(now, uint64(350e6/8*autoSentWindow.Seconds()))
+	c.noteSent(now, uint64(350e6/8*autoSentWindow.Seconds()), true)
 	if math.Abs(c.achieved-350e6) > 1e3 {
 		t.Fatalf("achieved %.0f, want 350e6", c.achieved)
 	}
@@ -175,5 +176,14 @@ func TestCongestionCutsAchieved(t *testing.T) {
 	idle := newRateControl(100e6, false, false, false, now)
 	if !idle.congested(now, time.Millisecond) || idle.rate != 100e6*rateCut {
 		t.Errorf("nothing measured yet: rate %.0f after a cut, want %.0f", idle.rate, 100e6*rateCut)
+	}
+	// After the first pass: 1 Mbit/s of repairs and TAILs is not what the
+	// sender can do, and a cut starts from its rate.
+	after := newRateControl(100e6, false, false, false, now)
+	after.noteSent(now, 0, false)
+	now = now.Add(autoSentWindow)
+	after.noteSent(now, uint64(1e6/8*autoSentWindow.Seconds()), false)
+	if !after.congested(now, time.Millisecond) || after.rate != 100e6*rateCut {
+		t.Errorf("a cut after the pass, 1 Mbit/s sent: rate %.0f, want %.0f", after.rate, 100e6*rateCut)
 	}
 }

@@ -456,7 +456,7 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		s.nextTail = now.Add(s.cfg.TailInterval)
 	}
 	s.pace.refill(now)
-	s.rc.noteSent(now, s.stats.BytesSent)
+	s.rc.noteSent(now, s.stats.BytesSent, !s.ended && !now.Before(s.dataAt))
 	if s.rc.climb(now) {
 		s.pace.setRate(s.rc.rate)
 	}
