@@ -225,7 +225,11 @@ func ReceiveDaemon(ctx context.Context, opts DaemonOptions) (DaemonReport, error
 		// The region: repairs on the group, peers' NAKs (damping) on its
 		// feedback address.
 		for _, g := range []netip.AddrPort{opts.Repair, FeedbackOf(opts.Repair)} {
-			c, err := rn.open(g)
+			open := rn.open
+			if g == opts.Repair {
+				open = rn.openBulk // repairs: bulk data, read only
+			}
+			c, err := open(g)
 			if err != nil {
 				return rep, fmt.Errorf("join repair server region %v: %w", g, err)
 			}

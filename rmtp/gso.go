@@ -52,12 +52,16 @@ const groMaxBatch = 32
 // up single datagrams (the lab's veths, after the sender's device cut its
 // GSO buffers), that copy and the large buffers cost a receiver about 10%
 // of its CPU (8 receivers, 256 MiB: 0.84 s against 0.74 s each). So
-// after groProbeBuffers buffers a socket that averaged less than
-// groMinSegments datagrams per buffer turns GRO off and reads datagrams
-// straight into the caller's buffers.
+// after groProbeBuffers data-sized buffers (at least groProbeMinBytes:
+// ANNOUNCE, TAIL and feedback-sized packets never coalesce and say
+// nothing) in which not one held more than one datagram, a socket turns
+// GRO off and reads datagrams straight into the caller's buffers. Any
+// coalescing keeps GRO on: once it is off, a coalesced buffer still
+// queued would be read as one oversized datagram and dropped, so it is
+// turned off only where none has been seen.
 const (
-	groProbeBuffers = 2048
-	groMinSegments  = 1.1
+	groProbeBuffers  = 2048
+	groProbeMinBytes = 1024
 )
 
 // gsoState is a UDPConn's segmentation state, guarded by writeMu.
@@ -259,7 +263,7 @@ func (c *UDPConn) readBatchGRO(ms []Datagram) (int, error) {
 			size = g.n[i]
 		}
 		g.queue = append(g.queue, groPending{buf: g.bufs[i][:g.n[i]], size: size, addr: g.addrs[i]})
-		if !g.probed && size > 0 {
+		if !g.probed && size >= groProbeMinBytes {
 			g.probeBufs++
 			g.probeSegs += (g.n[i] + size - 1) / size
 		}
@@ -279,13 +283,13 @@ func (c *UDPConn) readBatchGRO(ms []Datagram) (int, error) {
 	return n, nil
 }
 
-// probeGRO ends the probe: GRO stays on if it coalesced, else it is
-// turned off (see groMinSegments). readMu is held and nothing is queued.
+// probeGRO ends the probe: GRO stays on if it coalesced anything, else
+// it is turned off (see groProbeBuffers). readMu is held and nothing is
+// queued.
 func (c *UDPConn) probeGRO() {
 	g := &c.gro
 	g.probed = true
-	per := float64(g.probeSegs) / float64(g.probeBufs)
-	if per >= groMinSegments {
+	if g.probeSegs > g.probeBufs {
 		return
 	}
 	var serr error
@@ -297,7 +301,7 @@ func (c *UDPConn) probeGRO() {
 	g.on = false
 	g.msgs, g.bufs, g.oob, g.queue = nil, nil, nil, nil // 2 MiB of buffers
 	c.logger.Debug("UDP GRO coalesces nothing on this path; reading datagrams directly",
-		"local", c.local, "interface", c.ifname, "datagrams_per_buffer", per)
+		"local", c.local, "interface", c.ifname, "buffers", g.probeBufs)
 }
 
 // readGRO reads up to groMaxBatch coalesced buffers into g.bufs and

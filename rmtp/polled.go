@@ -37,9 +37,10 @@ import (
 // than pollInterval of traffic (DefaultReadBuffer: tens of milliseconds at
 // 1 Gbit/s).
 //
-// A polled socket only reads: WriteBatch and SetReadDeadline fail. mcp
-// receive (and its daemon) uses it for the sockets bulk data arrives on,
-// the session's data group and a repair server's region group; never for
+// A polled socket only reads: WriteBatch and SetReadDeadline fail, and
+// Close waits for a blocked read to see it (at most pollWait). mcp
+// receive and its daemon use it for the sockets bulk data arrives on, the
+// session's data group and a repair server's region group; never for
 // feedback, which must be read the moment it arrives (NAK damping). Repair
 // servers keep the runtime poller: one per region, they are not where a
 // host's CPU goes.
@@ -58,7 +59,9 @@ type polledFD struct {
 }
 
 // detach takes c out of the runtime poller (see above). IPv4 sockets
-// only; on error c is unchanged.
+// only; on error c is unchanged. If closing the original descriptor
+// fails (it cannot, short of a bug), the duplicate is used anyway: the
+// socket then may still wake the poller, which costs only CPU.
 func (c *UDPConn) detach() error {
 	if c.mr == nil {
 		return fmt.Errorf("socket %s: polled reads are IPv4 only", c.local)
@@ -77,10 +80,7 @@ func (c *UDPConn) detach() error {
 	if derr != nil {
 		return fmt.Errorf("socket %s: duplicate descriptor: %w", c.local, os.NewSyscallError("fcntl", derr))
 	}
-	if err := c.conn.Close(); err != nil {
-		unix.Close(nfd)
-		return fmt.Errorf("socket %s: leave the runtime poller: %w", c.local, err)
-	}
+	c.conn.Close() // see above
 	c.polled = &polledFD{fd: nfd}
 	c.polled.pfd[0] = unix.PollFd{Fd: int32(nfd), Events: unix.POLLIN}
 	return nil

@@ -747,7 +747,8 @@ func (c *UDPConn) Stats() SocketStats {
 
 // Close closes the socket, making pending and later ReadBatch and
 // WriteBatch calls fail with net.ErrClosed. Closing again does nothing and
-// returns nil.
+// returns nil. On a polled socket (SocketConfig.Polled) it waits for a
+// blocked ReadBatch to see the close, at most 100 ms.
 func (c *UDPConn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
