@@ -116,16 +116,23 @@ func (c *UDPConn) enableGSO() {
 	}
 }
 
-// enableGRO asks the kernel for coalesced receives.
-func (c *UDPConn) enableGRO() bool {
-	rc, err := c.conn.SyscallConn()
-	if err != nil {
-		return false
+// setGRO sets UDP_GRO on the socket; it reports whether the kernel
+// took it.
+func (c *UDPConn) setGRO(on bool) bool {
+	v := 0
+	if on {
+		v = 1
 	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1)
-	}); err != nil || serr != nil {
+	err := c.controlFD(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, v)
+	})
+	return err == nil && serr == nil
+}
+
+// enableGRO asks the kernel for coalesced receives.
+func (c *UDPConn) enableGRO() bool {
+	if !c.setGRO(true) {
 		return false
 	}
 	g := &c.gro
@@ -292,10 +299,7 @@ func (c *UDPConn) probeGRO() {
 	if g.probeSegs > g.probeBufs {
 		return
 	}
-	var serr error
-	if err := c.controlFD(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 0)
-	}); err != nil || serr != nil {
+	if !c.setGRO(false) {
 		return // keep reading coalesced buffers: still correct
 	}
 	g.on = false

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 )
@@ -140,19 +138,4 @@ func TestPolledAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("write + polled read of %d datagrams: %v allocs, want 0", batch, allocs)
 	}
-}
-
-// waitStackHas waits until some goroutine's stack contains both a and b.
-func waitStackHas(a, b string, limit time.Duration) bool {
-	buf := make([]byte, 1<<16)
-	for end := time.Now().Add(limit); time.Now().Before(end); {
-		n := runtime.Stack(buf, true)
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, a) && strings.Contains(g, b) {
-				return true
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return false
 }

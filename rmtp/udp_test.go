@@ -349,7 +349,7 @@ func TestUDPCloseUnblocksRead(t *testing.T) {
 	}()
 	// Close works whether or not the reader is parked yet; try to catch
 	// it parked so the test covers the interesting case.
-	if !waitParkedInRead(10000) {
+	if !waitStackHas("(*UDPConn).ReadBatch", "runtime_pollWait", time.Second) {
 		t.Log("reader not seen parked in poll before Close; testing Close before the read instead")
 	}
 	if err := recv.Close(); err != nil {
@@ -370,18 +370,17 @@ func TestUDPCloseUnblocksRead(t *testing.T) {
 	}
 }
 
-// waitParkedInRead yields until some goroutine is parked in the network
-// poller inside UDPConn.ReadBatch, at most tries times.
-func waitParkedInRead(tries int) bool {
+// waitStackHas waits until some goroutine's stack contains both a and b.
+func waitStackHas(a, b string, limit time.Duration) bool {
 	buf := make([]byte, 1<<16)
-	for range tries {
+	for end := time.Now().Add(limit); time.Now().Before(end); {
 		n := runtime.Stack(buf, true)
 		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, "(*UDPConn).ReadBatch") && strings.Contains(g, "runtime_pollWait") {
+			if strings.Contains(g, a) && strings.Contains(g, b) {
 				return true
 			}
 		}
-		runtime.Gosched()
+		time.Sleep(5 * time.Millisecond)
 	}
 	return false
 }
