@@ -23,9 +23,9 @@ import "math"
 // noisy few), leaving out intervals that were over the floor themselves
 // (so that a queue that stays full does not become the floor). A rate that climbs into a full queue meets a floor
 // measured before the queue filled. The floor rises to the current loss
-// at once when the sender's cuts did not help: the interval lost over
-// the floor although it was sent at less than lossCutSeen of the most
-// that arrived per second in an interval remembered. A full queue that
+// when the sender's cuts did not help: lossSlowIntervals intervals in a
+// row lost over the floor although sent at less than lossCutSeen of the
+// most that arrived per second over two intervals remembered. A full queue that
 // passed that much before would pass this; loss at any rate does not
 // care.
 //
@@ -46,10 +46,17 @@ const (
 	lossSigmas    = 4
 	lossPool      = 4
 	lossExcessMin = 0.005
+	// lossSlowIntervals: the floor rises only after this many intervals
+	// in a row that lost over it at the lower rate. One can be a stall:
+	// an interval that includes a receiver's 50 ms descheduling seems
+	// sent at two thirds of the rate (in CI, a floor raised so to 10%
+	// left a shaped link dropping 11% of a transfer under policy wait).
+	lossSlowIntervals = 2
 )
 
 type lossSample struct {
 	sent, lost int
+	secs       float64 // the interval's length at the receiver
 	rate       float64 // first-pass symbols per second
 	over       bool    // lost over the floor by more than chance
 }
@@ -62,6 +69,30 @@ type lossModel struct {
 	n    int // samples held, at most lossHistory
 	next int // where the next sample goes
 	pool []lossSample
+	// slowLoss counts the intervals in a row that lost over the floor
+	// while sent at less than lossCutSeen of what arrived before.
+	slowLoss int
+	raised   uint64 // times the floor rose so
+}
+
+// got is the most that arrived per second over two intervals in a row
+// of those remembered (over one while there is only one). Pairs, because
+// the receiver times its intervals: a receiver descheduled for 50 ms at
+// an interval's end reads the backlog in the next, which then seems to
+// have arrived 1.5 times as fast, and the interval after a stall seems
+// slow; over the pair the two cancel.
+func (m *lossModel) got() float64 {
+	got := 0.0
+	if m.n == 1 {
+		s := m.hist[(m.next-1+lossHistory)%lossHistory]
+		return float64(s.sent-s.lost) / s.secs
+	}
+	for i := 1; i < m.n; i++ {
+		a := m.hist[(m.next-i+2*lossHistory)%lossHistory]
+		b := m.hist[(m.next-i-1+2*lossHistory)%lossHistory]
+		got = max(got, float64(a.sent-a.lost+b.sent-b.lost)/(a.secs+b.secs))
+	}
+	return got
 }
 
 // floor is the least loss over lossPool intervals in a row, of those
@@ -96,19 +127,20 @@ func (m *lossModel) excess(sent, lost int, secs float64) float64 {
 	if sent <= 0 || secs <= 0 {
 		return 0
 	}
-	cur := lossSample{sent: sent, lost: lost, rate: float64(sent) / secs}
+	cur := lossSample{sent: sent, lost: lost, secs: secs, rate: float64(sent) / secs}
 	floor := m.floor()
 	if floor < 0 {
 		floor = cur.loss()
 	}
-	got := 0.0
-	for i := 0; i < m.n; i++ {
-		got = max(got, m.hist[i].rate*(1-m.hist[i].loss()))
+	m.slowLoss++
+	if cur.loss() <= floor+m.chance(floor, sent) || cur.rate >= lossCutSeen*m.got() {
+		m.slowLoss = 0
 	}
-	if cur.loss() > floor+m.chance(floor, sent) && cur.rate < lossCutSeen*got {
+	if m.slowLoss >= lossSlowIntervals {
 		// Losing while sent less than arrived before: a full queue would
 		// not do that. This loss is the new floor.
-		m.n, m.next = 0, 0
+		m.n, m.next, m.slowLoss = 0, 0, 0
+		m.raised++
 		floor = cur.loss()
 	}
 	ex, chance := cur.loss()-floor, m.chance(floor, sent)

@@ -58,6 +58,26 @@ func TestLossModel(t *testing.T) {
 		t.Errorf("15%% over a 5%% floor: reported %d, excess %.3f; want about 0.10", n, ex)
 	}
 
+	// A receiver descheduled for 50 ms at an interval's end: that
+	// interval seems slow, the next one (the backlog read) 1.5 times as
+	// fast. A queue that then overflows at the usual rate is still
+	// reported, and so is one that overflows in an interval that itself
+	// holds a stall: neither raises the floor (in CI one such floor left
+	// a shaped link dropping 11% of a transfer under policy wait).
+	m = lossModel{}
+	feed(&m, rng, 20, 5120, 0)
+	m.excess(512, 0, 0.15)
+	m.excess(768, 0, 0.1)
+	if n, _ := feed(&m, rng, 10, 5120*1.05, 0.05); n < 9 {
+		t.Errorf("5%% over a clean floor after a stall: %d of 10 intervals reported, want at least 9", n)
+	}
+	m = lossModel{}
+	feed(&m, rng, 20, 5120, 0)
+	m.excess(538, 27, 0.15)
+	if n, _ := feed(&m, rng, 10, 5120*1.05, 0.05); n < 9 {
+		t.Errorf("5%% over a clean floor, the first lossy interval with a stall: %d of 10 later intervals reported, want at least 9", n)
+	}
+
 	// Loss that starts mid-session and stays when the sender slows down
 	// (10% at a third of the rate) becomes the floor: reports stop.
 	m = lossModel{}

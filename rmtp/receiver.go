@@ -88,9 +88,12 @@ type ReceiverStats struct {
 	FirstPassLossMaxPermille uint16 `json:"first_pass_loss_max_permille"`
 	// The largest loss over the receiver's floor reported (lossmodel.go).
 	LossExcessMaxPermille uint16 `json:"loss_excess_max_permille"`
-	LossReportsSent       uint64 `json:"loss_reports_sent"`
-	Deferred              bool   `json:"deferred"`
-	NAKsDeferred          uint64 `json:"naks_deferred"`
+	// How often the floor rose to the loss of the moment (loss that
+	// the sender's slowing down did not cure).
+	LossFloorRaised uint64 `json:"loss_floor_raised"`
+	LossReportsSent uint64 `json:"loss_reports_sent"`
+	Deferred        bool   `json:"deferred"`
+	NAKsDeferred    uint64 `json:"naks_deferred"`
 	// NAK slots put off because the window of incomplete blocks could
 	// not have held the block's repairs.
 	NAKsWindowHeld uint64 `json:"naks_window_held"`

@@ -76,6 +76,7 @@ func (r *Receiver) notePass(now time.Time, kb, got int) {
 	r.lossSyms, r.lossLost, r.lossStart = 0, 0, now
 	r.stats.FirstPassLossMaxPermille = max(r.stats.FirstPassLossMaxPermille, permille)
 	r.stats.LossExcessMaxPermille = max(r.stats.LossExcessMaxPermille, excess)
+	r.stats.LossFloorRaised = r.lossModel.raised
 	if r.wait || r.auto {
 		// Under rate auto a receiver reports even after it left: the
 		// sender paces to it unless its loss is seen to be its alone

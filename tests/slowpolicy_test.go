@@ -72,6 +72,9 @@ func slowPolicy(t *testing.T, rate string) {
 	slowGood := wait.Recv[0].JSON.Report.GoodputBitsPerSec
 	lossShare := float64(waitDrops) / float64(sent)
 	t.Logf("wait: %s", wait.Summary(want.Bytes()))
+	wr := wait.Recv[0].JSON.Report.Stats
+	t.Logf("wait: the slow receiver measured first-pass loss up to %d‰, over its floor up to %d‰, sent %d loss reports, raised its floor %d times",
+		wr.FirstPassLossMaxPermille, wr.LossExcessMaxPermille, wr.LossReportsSent, wr.LossFloorRaised)
 	t.Logf("wait: the slow receiver's goodput %.1f Mbit/s (%.2fx its %.0f Mbit/s link); the link dropped %d of %d packets (%.2f%%); loss reports %d, cuts %d, lowest rate %.1f Mbit/s, largest loss reported %d‰",
 		slowGood/1e6, slowGood/slowLink, slowLink/1e6, waitDrops, sent, lossShare*100, ws.LossReports, ws.LossCuts, ws.RateMinBps/1e6, ws.LossMaxPermille)
 	// File data is 97% of what the rate counts.
