@@ -29,40 +29,52 @@ func TestFieldMatchesLibrary(t *testing.T) {
 	}
 }
 
-// TestRebuildFewMatchesLibrary: for 1..maxFastMissing+1 missing source
-// symbols, with parity chosen from anywhere in the range, the fast path
-// (or the library beyond it) restores exactly the source.
-func TestRebuildFewMatchesLibrary(t *testing.T) {
+// TestRebuildMissingMatchesLibrary: for every count of missing source
+// symbols up to the parity there is (up to k: a block rebuilt from
+// parity alone), with parity chosen from anywhere in the range, the
+// erasure path takes the block and restores exactly the source, as the
+// library does.
+func TestRebuildMissingMatchesLibrary(t *testing.T) {
 	const symbolSize = 97
-	for _, k := range []int{1, 2, 7, 64, 200} {
-		m := min(MaxParity(k), maxFastMissing+1)
+	for _, k := range []int{1, 2, 7, 64, 128, 200} {
+		m := MaxParity(k)
 		r := newRand(t, uint64(k))
 		c := newTestCodec(t, symbolSize)
 		src := randSymbols(r, k, symbolSize)
-		parity := makeSymbols(MaxParity(k), symbolSize, 0)
+		parity := makeSymbols(m, symbolSize, 0)
 		if err := c.Parity(src, 0, parity); err != nil {
 			t.Fatal(err)
 		}
 		for e := 1; e <= min(k, m); e++ {
+			if k >= 64 && e > 40 && e%23 != 0 && e != min(k, m) {
+				continue // a sample of the large counts keeps it quick
+			}
 			t.Run(fmt.Sprintf("k=%d/missing=%d", k, e), func(t *testing.T) {
-				syms := make([][]byte, k+MaxParity(k))
+				syms := make([][]byte, k+m)
 				copy(syms, src)
 				for _, i := range r.Perm(k)[:e] {
 					syms[i] = nil
 				}
-				for _, j := range r.Perm(MaxParity(k))[:e] {
+				for _, j := range r.Perm(m)[:e] {
 					syms[k+j] = parity[j]
 				}
-				fast := e <= maxFastMissing
-				if got := c.rebuildFew(k, append([][]byte(nil), syms...), mustGen(t, k)); got != fast {
-					t.Fatalf("rebuildFew took it: %v, want %v", got, fast)
-				}
-				if err := c.Rebuild(k, syms); err != nil {
+				lib := append([][]byte(nil), syms...)
+				enc, err := reedsolomon.New(k, m, libraryOptions()...)
+				if err != nil {
 					t.Fatal(err)
+				}
+				if err := enc.ReconstructData(lib); err != nil {
+					t.Fatal(err)
+				}
+				if !c.rebuildMissing(k, syms, mustGen(t, k)) {
+					t.Fatal("rebuildMissing did not take it")
 				}
 				for i := range k {
 					if d := firstDiff(syms[i], src[i]); d >= 0 {
 						t.Fatalf("source %d differs at byte %d", i, d)
+					}
+					if d := firstDiff(lib[i], src[i]); d >= 0 {
+						t.Fatalf("library: source %d differs at byte %d", i, d)
 					}
 				}
 			})

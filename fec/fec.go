@@ -164,7 +164,7 @@ func (c *Codec) Rebuild(k int, syms [][]byte) error {
 	if err != nil {
 		return fmt.Errorf("fec: rebuild: %w", err)
 	}
-	if c.rebuildFew(k, syms, gen) {
+	if c.rebuildMissing(k, syms, gen) {
 		return nil
 	}
 	enc, err := c.encoder(k, 0, len(syms)-k)

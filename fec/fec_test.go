@@ -547,41 +547,42 @@ func BenchmarkParity(b *testing.B) {
 	}
 }
 
-// BenchmarkRebuild loses 3 random source symbols per iteration and rebuilds
-// them from 3 random parity symbols out of 8, so every iteration inverts a
-// new matrix, as a receiver would.
+// BenchmarkRebuild loses lost random source symbols per iteration and
+// rebuilds them from as many random parity symbols out of m, so every
+// iteration inverts a new matrix, as a receiver would: 5% and 20% loss
+// at k = 64 and 128, and a block of 128 rebuilt from parity alone (a
+// receiver whose window was full when the block's first pass went by).
 func BenchmarkRebuild(b *testing.B) {
-	const (
-		lost = 3
-		m    = 8
-	)
-	b.Run(fmt.Sprintf("k=%d/lost=%d/m=%d", benchK, lost, m), func(b *testing.B) {
-		r := newRand(b, 2)
-		c := newTestCodec(b, benchSymbolSize)
-		src := randSymbols(r, benchK, benchSymbolSize)
-		parity := makeSymbols(m, benchSymbolSize, 0)
-		if err := c.Parity(src, 0, parity); err != nil {
-			b.Fatal(err)
-		}
-		spare := makeSymbols(lost, benchSymbolSize, 0)
-		syms := make([][]byte, benchK+m)
-		var srcIdx, parIdx [lost]int
-		b.ReportAllocs()
-		b.SetBytes(benchK * benchSymbolSize)
-		for b.Loop() {
-			copy(syms, src)
-			clear(syms[benchK:])
-			pickDistinct(r, benchK, srcIdx[:])
-			pickDistinct(r, m, parIdx[:])
-			for i := range lost {
-				syms[srcIdx[i]] = spare[i][:0]
-				syms[benchK+parIdx[i]] = parity[parIdx[i]]
-			}
-			if err := c.Rebuild(benchK, syms); err != nil {
+	for _, bc := range []struct{ k, lost, m int }{{64, 3, 8}, {64, 13, 16}, {128, 6, 8}, {128, 26, 32}, {128, 128, 128}} {
+		b.Run(fmt.Sprintf("k=%d/lost=%d/m=%d", bc.k, bc.lost, bc.m), func(b *testing.B) {
+			k, lost, m := bc.k, bc.lost, bc.m
+			r := newRand(b, 2)
+			c := newTestCodec(b, benchSymbolSize)
+			src := randSymbols(r, k, benchSymbolSize)
+			parity := makeSymbols(m, benchSymbolSize, 0)
+			if err := c.Parity(src, 0, parity); err != nil {
 				b.Fatal(err)
 			}
-		}
-	})
+			spare := makeSymbols(lost, benchSymbolSize, 0)
+			syms := make([][]byte, k+m)
+			srcIdx, parIdx := make([]int, lost), make([]int, lost)
+			b.ReportAllocs()
+			b.SetBytes(int64(k * benchSymbolSize))
+			for b.Loop() {
+				copy(syms, src)
+				clear(syms[k:])
+				pickDistinct(r, k, srcIdx)
+				pickDistinct(r, m, parIdx)
+				for i := range lost {
+					syms[srcIdx[i]] = spare[i][:0]
+					syms[k+parIdx[i]] = parity[parIdx[i]]
+				}
+				if err := c.Rebuild(k, syms); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
 
 // BenchmarkCopyBlock is the baseline: copying the k source symbols once.
