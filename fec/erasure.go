@@ -13,8 +13,9 @@ import (
 // symbols present, about k³ field operations of a table look-up each
 // (some 0.1-0.3 ms at k = 64, 3 ms at k = 128) for every block however
 // few symbols are missing; at 5% loss that was 15% of a receiver's CPU,
-// and for a receiver that lost 20% at k = 128 it was 73% of its CPU. With the code systematic (source symbols are
-// rows of the identity) only the e missing source symbols are unknown: if
+// and for a receiver that lost 20% at k = 128 it was 73% of its CPU.
+// With the code systematic (source symbols are rows of the identity)
+// only the e missing source symbols are unknown: if
 // L are their indexes and R e present parity symbols, row r of the
 // generator gives
 //

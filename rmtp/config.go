@@ -19,7 +19,7 @@ const (
 	// authentication tag, and is a multiple of 64 (PERF-NOTES.md).
 	DefaultSymbolSize = 1408
 	// DefaultK is the number of source symbols per block.
-	DefaultK = 64
+	DefaultK = 128
 	// DefaultRateBitsPerSec is the sending rate when none is given.
 	DefaultRateBitsPerSec = 200e6
 	// AutoRateCeiling is the ceiling of --rate auto when none is given.

@@ -33,7 +33,7 @@ import (
 // allows 64, and at most 64 KiB in all). Where a GSO buffer crosses a
 // bridge or veth whole and is dropped whole (a queue overflow on a
 // software path), losses come in runs of up to this many datagrams; 8
-// keeps those runs short (an eighth of a 64-symbol block) while cutting
+// keeps those runs short (a sixteenth of a 128-symbol block) while cutting
 // the per-packet cost of the path eightfold.
 const gsoMaxSegments = 8
 

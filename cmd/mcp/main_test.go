@@ -126,7 +126,7 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Fatalf("send --help: exit code %d, stderr %s", code, stderr)
 	}
 	// Defaults come from the rmtp constants.
-	for _, want := range []string{`--rate string`, `(default "200M")`, `(default "239.255.77.1:7700")`, "PORT+1", "(default 64)", "(default 2s)", `(default "reliable")`} {
+	for _, want := range []string{`--rate string`, `(default "200M")`, `(default "239.255.77.1:7700")`, "PORT+1", "(default 128)", "(default 2s)", `(default "reliable")`} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("send --help lacks %q:\n%s", want, stdout)
 		}
