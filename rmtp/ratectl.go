@@ -210,6 +210,22 @@ func (c *rateControl) lossCut(now time.Time, grtt time.Duration, permille uint16
 	return true
 }
 
+// resume undoes cuts found to have been for one receiver alone (rate
+// auto, autorate.go): the rate goes back up to r (not past the cap) and
+// the slow start resumes. It reports whether the rate changed.
+func (c *rateControl) resume(r float64) bool {
+	if c.fixed {
+		return false
+	}
+	c.slow = true
+	r = min(c.max, max(c.rate, r))
+	if r == c.rate {
+		return false
+	}
+	c.rate = r
+	return true
+}
+
 // catchUpPermille is the least pass loss that a receiver that left the
 // first pass reports for catchUp to act on.
 const catchUpPermille = 20

@@ -141,7 +141,7 @@ func (r *Receiver) passEnded(now time.Time) {
 	if !r.deferring || r.passSyms == 0 || !r.cfg.ControlGroup.IsValid() {
 		return
 	}
-	r.queueLoss(uint16(min(r.passLost*1000/r.passSyms, wire.MaxQueuePermille)))
+	r.queueLoss(uint16(min(r.passLost*1000/r.passSyms, wire.MaxQueuePermille)), wire.StatusPassLoss)
 }
 
 // reportLoss queues a loss report (policy wait), unless a peer reported
@@ -154,7 +154,7 @@ func (r *Receiver) reportLoss(now time.Time, permille uint16) {
 		// Rate auto: the first report says this receiver is there,
 		// whatever its loss (autorate.go).
 		r.lossHello = true
-		r.queueLoss(permille)
+		r.queueLoss(permille, 0)
 		return
 	}
 	if permille == 0 {
@@ -163,14 +163,14 @@ func (r *Receiver) reportLoss(now time.Time, permille uint16) {
 	if now.Before(r.peerLossTo) && r.peerLoss >= permille {
 		return
 	}
-	r.queueLoss(permille)
+	r.queueLoss(permille, 0)
 }
 
-// queueLoss queues a STATUS with StatusLoss.
-func (r *Receiver) queueLoss(permille uint16) {
+// queueLoss queues a STATUS with StatusLoss and flags.
+func (r *Receiver) queueLoss(permille uint16, flags uint8) {
 	r.stats.LossReportsSent++
 	r.status = append(r.status, wire.Status{
-		State: wire.StateProgress, Flags: wire.StatusLoss,
+		State: wire.StateProgress, Flags: wire.StatusLoss | flags,
 		Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs,
 		LossPermille: permille,
 	})

@@ -46,17 +46,22 @@ func slowTransfer(t *testing.T, name string, want lab.Tree, rate, policy string,
 //   - leave (the default): the three others keep the goodput they have
 //     with no slow receiver (at least 0.9x), and the slow one finishes
 //     from repairs after the first pass.
-func TestSlowPolicy(t *testing.T) { slowPolicy(t, slowCap) }
+func TestSlowPolicy(t *testing.T) { slowPolicy(t, slowCap, 64<<20) }
 
 // TestAutoRate: the same with --rate auto (no cap: the sender starts at
 // 10 Mbit/s and finds the rate from the receivers' loss over their
 // floors). Under wait it finds the slow link; under leave it finds that
 // the loss is one receiver's alone, ignores it, and finds the others'
-// rate.
-func TestAutoRate(t *testing.T) { slowPolicy(t, "auto") }
+// rate. The file is 128 MiB: at the others' rate 64 MiB takes 2.3 s,
+// half of it the slow start from 10 Mbit/s, and the 0.15-0.35 s that
+// finding the loss to be one receiver's costs them (one or two cuts
+// before it is found) put their goodput at 0.84-1.00x of the run
+// without the slow link in runs of one build; the test is of the rate
+// they keep, not of the start.
+func TestAutoRate(t *testing.T) { slowPolicy(t, "auto", 128<<20) }
 
-func slowPolicy(t *testing.T, rate string) {
-	name, want := bigFile(t, 64<<20)
+func slowPolicy(t *testing.T, rate string, size int64) {
+	name, want := bigFile(t, size)
 	sizeBits := float64(want.Bytes()) * 8
 
 	base, _ := slowTransfer(t, name, want, rate, "leave", false)

@@ -43,6 +43,12 @@ const StatusAggregate uint8 = 0x02
 // slowest receiver (FlagWait).
 const StatusLoss uint8 = 0x04
 
+// StatusPassLoss marks, with StatusLoss, the report of a receiver that
+// left the first pass (policy leave), sent once the pass has ended:
+// LossPermille is then its loss over the whole pass, not over its last
+// interval, and the sender sets its catch-up rate from it.
+const StatusPassLoss uint8 = 0x08
+
 // MaxQueuePermille is the largest queue fill a STATUS may carry, and
 // the largest loss.
 const MaxQueuePermille = 1000
@@ -57,7 +63,7 @@ const (
 // Status reports completion.
 type Status struct {
 	State uint8
-	Flags uint8 // StatusCongested, StatusAggregate
+	Flags uint8 // StatusCongested, StatusAggregate, StatusLoss, StatusPassLoss
 
 	Reason          uint16 // why it failed, when State is StateFailed
 	Complete        uint32 // receivers that finished (1 from a receiver)
@@ -102,7 +108,7 @@ func (s *Status) Parse(b []byte) error {
 		return errf(TypeStatus, ReasonTrailing, "%d extra bytes", len(b)-StatusSize)
 	}
 	s.State, s.Flags = b[0], b[1]
-	if s.Flags&^(StatusCongested|StatusAggregate|StatusLoss) != 0 {
+	if s.Flags&^(StatusCongested|StatusAggregate|StatusLoss|StatusPassLoss) != 0 {
 		return errf(TypeStatus, ReasonReserved, "unknown flags %#x", s.Flags)
 	}
 	if s.State > StateFailed {

@@ -520,7 +520,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"advert reserved byte", edit(t, "advert-ipv6", set(hs+37, 1)), wire.ReasonReserved},
 
 		{"status trailing", edit(t, "status", appendBytes(0)), wire.ReasonTrailing},
-		{"status unknown flag", edit(t, "status", set(hs+1, 8)), wire.ReasonReserved},
+		{"status unknown flag", edit(t, "status", set(hs+1, 0x10)), wire.ReasonReserved},
 		{"status loss over 1000", edit(t, "status", set(hs+38, 0x04)), wire.ReasonRange},
 		{"status queue over 1000", edit(t, "status", set(hs+36, 0x04)), wire.ReasonRange},
 		{"status state 3", edit(t, "status", set(hs+0, 3)), wire.ReasonRange},
