@@ -46,7 +46,7 @@ func TestRebuildMissingMatchesLibrary(t *testing.T) {
 			t.Fatal(err)
 		}
 		for e := 1; e <= min(k, m); e++ {
-			if k >= 64 && e > 40 && e%23 != 0 && e != min(k, m) {
+			if k >= 64 && e > 12 && e%29 != 0 && e != min(k, m) {
 				continue // a sample of the large counts keeps it quick
 			}
 			t.Run(fmt.Sprintf("k=%d/missing=%d", k, e), func(t *testing.T) {
@@ -58,13 +58,20 @@ func TestRebuildMissingMatchesLibrary(t *testing.T) {
 				for _, j := range r.Perm(m)[:e] {
 					syms[k+j] = parity[j]
 				}
+				// The library as a second opinion, where its k³
+				// inversion is quick (under -race k = 200 takes a
+				// second a case).
 				lib := append([][]byte(nil), syms...)
-				enc, err := reedsolomon.New(k, m, libraryOptions()...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := enc.ReconstructData(lib); err != nil {
-					t.Fatal(err)
+				if k <= 64 {
+					enc, err := reedsolomon.New(k, m, libraryOptions()...)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := enc.ReconstructData(lib); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					lib = append(lib[:0], src...)
 				}
 				if !c.rebuildMissing(k, syms, mustGen(t, k)) {
 					t.Fatal("rebuildMissing did not take it")
