@@ -187,3 +187,60 @@ func TestCongestionCutsAchieved(t *testing.T) {
 		t.Errorf("a cut after the pass, 1 Mbit/s sent: rate %.0f, want %.0f", after.rate, 100e6*rateCut)
 	}
 }
+
+// TestLoneResumeRestoresRunRate: rate auto under policy leave, once a
+// receiver's loss is found to be its alone, goes back to the rate at the
+// first report of its run; a report after loneWindow of silence starts a
+// new run, so an old rate is never restored over the cuts made since.
+func TestLoneResumeRestoresRunRate(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	report := func(rc *rateControl, l *loneReporter, at time.Time, src uint32) (resumed bool) {
+		if alone, first := l.lone(at, src, rc.rate); alone {
+			return first && rc.resume(l.runRate)
+		}
+		rc.lossCut(at, 0, 50)
+		return false
+	}
+	start := func() (rateControl, loneReporter) {
+		rc := newRateControl(1e9, false, false, true, t0)
+		rc.rate, rc.slow = 100e6, false
+		var l loneReporter
+		l.known(1)
+		l.known(2)
+		return rc, l
+	}
+
+	// Two reports in a row from A: the first cut is undone at the second.
+	rc, l := start()
+	report(&rc, &l, t0, 1)
+	if rc.rate >= 100e6 {
+		t.Fatalf("first report did not cut: %.1f Mbit/s", rc.rate/1e6)
+	}
+	if !report(&rc, &l, t0.Add(200*time.Millisecond), 1) || rc.rate != 100e6 || !rc.slow {
+		t.Errorf("second report: rate %.1f Mbit/s, slow start %v; want 100 and true", rc.rate/1e6, rc.slow)
+	}
+
+	// A's report, then congestion cuts for others, then A again a minute
+	// later: a new run, nothing undone (the reviewer's case: the rate
+	// of a minute before was restored over every cut since).
+	rc, l = start()
+	report(&rc, &l, t0, 1)
+	for i := 1; i <= 4; i++ {
+		rc.congested(t0.Add(time.Duration(i)*time.Second), 0)
+	}
+	low := rc.rate
+	report(&rc, &l, t0.Add(60*time.Second), 1)
+	if rc.rate > low {
+		t.Errorf("a report a minute later undid earlier cuts: %.1f Mbit/s, was %.1f", rc.rate/1e6, low/1e6)
+	}
+
+	// B reporting between A's reports ends A's run: nothing undone.
+	rc, l = start()
+	report(&rc, &l, t0, 1)
+	report(&rc, &l, t0.Add(200*time.Millisecond), 2)
+	low = rc.rate
+	report(&rc, &l, t0.Add(400*time.Millisecond), 1)
+	if rc.rate > low {
+		t.Errorf("shared loss undone: %.1f Mbit/s, was %.1f", rc.rate/1e6, low/1e6)
+	}
+}

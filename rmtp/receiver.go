@@ -254,11 +254,14 @@ type Receiver struct {
 	// at nextStatus, so one lost STATUS does not cost a confirmed sender
 	// its count (the sender counts each receiver once).
 	statusRepeats int
-	nextStatus    time.Time
-	nak           wire.NAK
-	hdr           wire.Header
-	done          bool
-	err           error
+	// passReports: how many more ending TAILs the whole-pass loss report
+	// of a receiver that left is repeated on (slowpolicy.go).
+	passReports int
+	nextStatus  time.Time
+	nak         wire.NAK
+	hdr         wire.Header
+	done        bool
+	err         error
 
 	stats ReceiverStats
 
@@ -453,6 +456,9 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 			if !r.ended {
 				r.ended, r.endAt = true, now
 				r.passEnded(now)
+			} else if r.passReports > 0 {
+				r.passReports--
+				r.queuePassLoss()
 			}
 			r.advance(now, blockKey{obj: uint32(len(r.objs))})
 		} else {

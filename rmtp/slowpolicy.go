@@ -141,6 +141,20 @@ func (r *Receiver) passEnded(now time.Time) {
 	if !r.deferring || r.passSyms == 0 || !r.cfg.ControlGroup.IsValid() {
 		return
 	}
+	r.queuePassLoss()
+	r.passReports = passLossRepeats
+}
+
+// passLossRepeats: the whole-pass loss report is repeated on this many
+// of the ending TAILs that follow (every TailInterval): it alone sets the
+// catch-up rate, and the sender only lowers that rate on a repeat.
+const passLossRepeats = 2
+
+// queuePassLoss queues the whole-pass loss report.
+func (r *Receiver) queuePassLoss() {
+	if r.done || r.err != nil {
+		return
+	}
 	r.queueLoss(uint16(min(r.passLost*1000/r.passSyms, wire.MaxQueuePermille)), wire.StatusPassLoss)
 }
 
