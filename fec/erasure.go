@@ -32,36 +32,6 @@ import (
 // does the folding, so even e = k (a block rebuilt from parity alone) is
 // some 20 times cheaper than the library's scalar elimination.
 
-// GF(2^8) as the library defines it: polynomial x^8+x^4+x^3+x^2+1 (0x11d),
-// generator 2. TestFieldMatchesLibrary checks every product against
-// reedsolomon's own multiplication.
-var gfExp [510]byte
-var gfLog [256]int
-
-func init() {
-	x := 1
-	for i := range 255 {
-		gfExp[i] = byte(x)
-		gfLog[x] = i
-		x <<= 1
-		if x&0x100 != 0 {
-			x ^= 0x11d
-		}
-	}
-	for i := 255; i < len(gfExp); i++ {
-		gfExp[i] = gfExp[i-255]
-	}
-}
-
-func gfMul(a, b byte) byte {
-	if a == 0 || b == 0 {
-		return 0
-	}
-	return gfExp[gfLog[a]+gfLog[b]]
-}
-
-func gfInv(a byte) byte { return gfExp[255-gfLog[a]] } // a != 0
-
 var errSingular = errors.New("fec: singular erasure matrix")
 
 // erasureScratch is rebuildMissing's working memory, pooled so that a
@@ -93,7 +63,7 @@ func invertRows(rows [][]byte, e int) error {
 		rows[p], rows[col] = rows[col], rows[p]
 		pivot := rows[col]
 		if s := pivot[col]; s != 1 {
-			ll.GalMulSlice(gfInv(s), pivot, pivot)
+			ll.GalMulSlice(reedsolomon.Inv(s), pivot, pivot)
 		}
 		for r := range e {
 			if f := rows[r][col]; r != col && f != 0 {

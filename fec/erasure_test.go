@@ -7,28 +7,6 @@ import (
 	"github.com/klauspost/reedsolomon"
 )
 
-// TestFieldMatchesLibrary: the fast rebuild's field arithmetic is the
-// library's, for every pair of elements.
-func TestFieldMatchesLibrary(t *testing.T) {
-	var ll reedsolomon.LowLevel
-	in := make([]byte, 256)
-	for i := range in {
-		in[i] = byte(i)
-	}
-	out := make([]byte, 256)
-	for a := range 256 {
-		ll.GalMulSlice(byte(a), in, out)
-		for b := range 256 {
-			if got := gfMul(byte(a), byte(b)); got != out[b] {
-				t.Fatalf("gfMul(%d, %d) = %d, library says %d", a, b, got, out[b])
-			}
-		}
-		if a != 0 && gfMul(byte(a), gfInv(byte(a))) != 1 {
-			t.Fatalf("gfInv(%d) is not an inverse", a)
-		}
-	}
-}
-
 // TestRebuildMissingMatchesLibrary: for every count of missing source
 // symbols up to the parity there is (up to k: a block rebuilt from
 // parity alone), with parity chosen from anywhere in the range, the

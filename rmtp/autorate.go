@@ -29,9 +29,8 @@ import "time"
 // healthy receivers of the lab's TestAutoRate at 0.90-0.91x their
 // goodput alone (three runs), against 0.96-0.97x (three runs, and 1.16x
 // in one whose run alone was slow); a receiver whose queue really fills
-// reports again within a GRTT or two and is cut for again.
-// A report from any other receiver ends that (shared loss is acted on at
-// once).
+// reports again within a GRTT or two and is cut for again. Shared loss
+// is acted on at once.
 const (
 	loneReports = 2
 	loneWindow  = 2 * time.Second

@@ -57,7 +57,6 @@ const (
 type lossSample struct {
 	sent, lost int
 	secs       float64 // the interval's length at the receiver
-	rate       float64 // first-pass symbols per second
 	over       bool    // lost over the floor by more than chance
 }
 
@@ -82,11 +81,11 @@ type lossModel struct {
 // have arrived 1.5 times as fast, and the interval after a stall seems
 // slow; over the pair the two cancel.
 func (m *lossModel) got() float64 {
-	got := 0.0
 	if m.n == 1 {
 		s := m.hist[(m.next-1+lossHistory)%lossHistory]
 		return float64(s.sent-s.lost) / s.secs
 	}
+	got := 0.0
 	for i := 1; i < m.n; i++ {
 		a := m.hist[(m.next-i+2*lossHistory)%lossHistory]
 		b := m.hist[(m.next-i-1+2*lossHistory)%lossHistory]
@@ -127,13 +126,13 @@ func (m *lossModel) excess(sent, lost int, secs float64) float64 {
 	if sent <= 0 || secs <= 0 {
 		return 0
 	}
-	cur := lossSample{sent: sent, lost: lost, secs: secs, rate: float64(sent) / secs}
+	cur := lossSample{sent: sent, lost: lost, secs: secs}
 	floor := m.floor()
 	if floor < 0 {
 		floor = cur.loss()
 	}
 	m.slowLoss++
-	if cur.loss() <= floor+m.chance(floor, sent) || cur.rate >= lossCutSeen*m.got() {
+	if cur.loss() <= floor+m.chance(floor, sent) || float64(sent)/secs >= lossCutSeen*m.got() {
 		m.slowLoss = 0
 	}
 	if m.slowLoss >= lossSlowIntervals {
