@@ -137,6 +137,7 @@ func (c *UDPConn) enableGRO() bool {
 	}
 	g := &c.gro
 	g.on = true
+	c.groOn.Store(true)
 	g.msgs = make([]ipv4.Message, groMaxBatch)
 	g.bufs = make([][]byte, groMaxBatch)
 	g.oob = make([][]byte, groMaxBatch)
@@ -270,6 +271,10 @@ func (c *UDPConn) readBatchGRO(ms []Datagram) (int, error) {
 			size = g.n[i]
 		}
 		g.queue = append(g.queue, groPending{buf: g.bufs[i][:g.n[i]], size: size, addr: g.addrs[i]})
+		if g.n[i] > size {
+			c.coalesced.Add(1)
+			c.coalescedDgrams.Add(uint64((g.n[i] + size - 1) / size))
+		}
 		if !g.probed && size >= groProbeMinBytes {
 			g.probeBufs++
 			g.probeSegs += (g.n[i] + size - 1) / size
@@ -303,6 +308,7 @@ func (c *UDPConn) probeGRO() {
 		return // keep reading coalesced buffers: still correct
 	}
 	g.on = false
+	c.groOn.Store(false)
 	g.msgs, g.bufs, g.oob, g.queue = nil, nil, nil, nil // 2 MiB of buffers
 	c.logger.Debug("UDP GRO coalesces nothing on this path; reading datagrams directly",
 		"local", c.local, "interface", c.ifname, "buffers", g.probeBufs)

@@ -71,8 +71,15 @@ func TestGSOGRO(t *testing.T) {
 					t.Fatalf("datagram %d: got %d bytes, want %d", i, len(got[i]), len(want[i]))
 				}
 			}
-			if tr := c.Stats().Truncated; tr != 0 {
-				t.Errorf("%d truncated", tr)
+			st := c.Stats()
+			if st.Truncated != 0 {
+				t.Errorf("%d truncated", st.Truncated)
+			}
+			if c == coalescing && (!st.GRO || st.Coalesced == 0 || st.CoalescedDatagrams <= st.Coalesced) {
+				t.Errorf("coalescing socket: stats %+v, want GRO on and coalesced buffers counted", st)
+			}
+			if c == plain && (st.GRO || st.Coalesced != 0) {
+				t.Errorf("plain socket: stats %+v, want no GRO", st)
 			}
 		})
 	}
@@ -129,6 +136,9 @@ func TestGROProbeTurnsOff(t *testing.T) {
 			}
 			if rc.gro.on == !gso {
 				t.Errorf("GRO on = %v after the probe (%d datagrams in %d buffers); want %v", rc.gro.on, rc.gro.probeSegs, rc.gro.probeBufs, gso)
+			}
+			if st := rc.Stats(); st.GRO != rc.gro.on {
+				t.Errorf("Stats().GRO = %v, socket's GRO %v", st.GRO, rc.gro.on)
 			}
 			if tr := rc.Stats().Truncated; tr != 0 {
 				t.Errorf("%d truncated", tr)

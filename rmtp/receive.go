@@ -48,7 +48,10 @@ type ReceiveReport struct {
 	Duration          time.Duration `json:"duration_ns"` // from the first ANNOUNCE to the end
 	GoodputBitsPerSec float64       `json:"goodput_bps"`
 	Stats             ReceiverStats `json:"stats"`
-	MaxRSSBytes       uint64        `json:"max_rss_bytes"`
+	// DataSocket is the data socket's buffer and offload state at the
+	// end: whether it still read coalesced buffers (GRO) and how many.
+	DataSocket  SocketStats `json:"data_socket"`
+	MaxRSSBytes uint64      `json:"max_rss_bytes"`
 }
 
 // loadSampleInterval is how often a receiver looks at its data socket's
@@ -204,6 +207,7 @@ func Receive(ctx context.Context, opts ReceiveOptions) (ReceiveReport, error) {
 	end := now()
 	st := r.Stats()
 	rep.Session, rep.Files, rep.Bytes, rep.Stats = st.Session, st.Files, st.Bytes, st
+	rep.DataSocket = dataConn.Stats()
 	rep.MaxRSSBytes = maxRSS()
 	if !start.IsZero() {
 		rep.Duration = end.Sub(start)

@@ -89,12 +89,19 @@ type SocketStats struct {
 	// ReadBufferBytes is the receive buffer the kernel granted, in bytes,
 	// as getsockopt(SO_RCVBUF) reports it: its limit on queued packet
 	// memory, per-packet overhead included.
-	ReadBufferBytes int
+	ReadBufferBytes int `json:"read_buffer_bytes"`
 	// WriteBufferBytes is the send buffer granted (SO_SNDBUF), likewise.
-	WriteBufferBytes int
+	WriteBufferBytes int `json:"write_buffer_bytes"`
 	// Truncated counts datagrams larger than the buffer ReadBatch was
 	// given. They were returned with length 0.
-	Truncated uint64
+	Truncated uint64 `json:"truncated"`
+	// GRO says whether the socket still reads coalesced buffers (UDP_GRO:
+	// asked for and not turned off by the probe, see groProbeBuffers).
+	GRO bool `json:"gro"`
+	// Coalesced counts buffers that held more than one datagram, and
+	// CoalescedDatagrams the datagrams in them.
+	Coalesced          uint64 `json:"gro_buffers"`
+	CoalescedDatagrams uint64 `json:"gro_datagrams"`
 }
 
 // UDPConn is a multicast UDP socket over golang.org/x/net/ipv4 that reads
@@ -114,7 +121,10 @@ type UDPConn struct {
 	wbuf   int // granted SO_SNDBUF, bytes
 
 	truncated atomic.Uint64
-	closed    atomic.Bool
+	// GRO's counters (SocketStats), written under readMu.
+	groOn                      atomic.Bool
+	coalesced, coalescedDgrams atomic.Uint64
+	closed                     atomic.Bool
 
 	readMu sync.Mutex
 	rmsgs  []ipv4.Message // guarded by readMu; each has one Buffers slot
@@ -739,9 +749,12 @@ func (c *UDPConn) SetReadDeadline(t time.Time) error {
 // Stats returns the granted buffer sizes and the truncation count.
 func (c *UDPConn) Stats() SocketStats {
 	return SocketStats{
-		ReadBufferBytes:  c.rbuf,
-		WriteBufferBytes: c.wbuf,
-		Truncated:        c.truncated.Load(),
+		ReadBufferBytes:    c.rbuf,
+		WriteBufferBytes:   c.wbuf,
+		Truncated:          c.truncated.Load(),
+		GRO:                c.groOn.Load(),
+		Coalesced:          c.coalesced.Load(),
+		CoalescedDatagrams: c.coalescedDgrams.Load(),
 	}
 }
 

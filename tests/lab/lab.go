@@ -20,6 +20,11 @@
 // Each host's veth cuts UDP GSO buffers into datagrams as they leave it
 // (segmentUDP), so loss and per-packet costs are those of a real wire.
 //
+// With Options.GRO each host's eth0 also coalesces what it receives, as a
+// NIC's driver does (generic receive offload; a veth does it only when
+// asked, in its NAPI mode), and the loss rules move from the hosts' input
+// to the bridge, where they drop single frames before they are coalesced.
+//
 // Everything needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN), iproute2,
 // ethtool and, for SetLoss, nft.
 package lab
@@ -64,6 +69,15 @@ type Options struct {
 	MTU int
 	// Logf, if set, gets one line per lab created or closed.
 	Logf func(format string, args ...any)
+	// GRO makes every host's eth0 receive like a NIC: GRO on (veth NAPI
+	// mode), so consecutive datagrams of one flow reach a socket that
+	// asked for UDP_GRO (mcp --offload) as one buffer, and TCP segments
+	// are merged as on any Linux host. The bridge ports stop passing TSO
+	// buffers through (tso off: a veth hands frames to its peer's NAPI
+	// only then), and SetLoss and SetTCPLoss drop on the bridge's forward
+	// path to the host, frame by frame, instead of at the host's input,
+	// where a coalesced buffer would be dropped whole. Start only.
+	GRO bool
 }
 
 // Lab is a bridge namespace and its hosts. Its methods are safe for
@@ -79,6 +93,7 @@ type Lab struct {
 	Hosts []*Host
 
 	logf func(string, ...any)
+	gro  bool // Options.GRO
 
 	mu     sync.Mutex
 	nss    []string // every namespace created, bridge first
@@ -201,6 +216,7 @@ func Start(opts Options) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.gro = opts.GRO
 	err = l.build(opts)
 	if err != nil {
 		l.Close()
@@ -254,6 +270,14 @@ func (l *Lab) build(opts Options) error {
 		if err := segmentUDP(h.NS, "eth0"); err != nil {
 			return err
 		}
+		if opts.GRO {
+			if err := ethtoolSet(h.NS, "eth0", "gro", "on"); err != nil {
+				return err
+			}
+			if err := ethtoolSet(br, port, "tso", "off"); err != nil {
+				return err
+			}
+		}
 		l.Hosts = append(l.Hosts, h)
 	}
 	return nil
@@ -269,10 +293,14 @@ func (l *Lab) build(opts Options) error {
 func segmentUDP(ns, dev string) error { return ethtoolOff(ns, dev, "tx-udp-segmentation") }
 
 // ethtoolOff turns off an offload feature of device dev in namespace ns.
-func ethtoolOff(ns, dev, feature string) error {
-	out, err := exec.Command("ip", "netns", "exec", ns, "ethtool", "-K", dev, feature, "off").CombinedOutput()
+func ethtoolOff(ns, dev, feature string) error { return ethtoolSet(ns, dev, feature, "off") }
+
+// ethtoolSet turns an offload feature of device dev in namespace ns on or
+// off.
+func ethtoolSet(ns, dev, feature, onOff string) error {
+	out, err := exec.Command("ip", "netns", "exec", ns, "ethtool", "-K", dev, feature, onOff).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("ethtool -K %s %s off in %s: %v: %s", dev, feature, ns, err, bytes.TrimSpace(out))
+		return fmt.Errorf("ethtool -K %s %s %s in %s: %v: %s", dev, feature, onOff, ns, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
@@ -321,14 +349,30 @@ const lossTable = "mcplab_loss"
 
 // SetLoss makes the host drop each UDP datagram it receives with
 // probability permille/1000, independently (nftables numgen random in the
-// input hook, so only this host's copies are lost). 0 removes the rule.
+// input hook, so only this host's copies are lost; with Options.GRO on
+// the bridge's forward path to the host). 0 removes the rule.
 func (h *Host) SetLoss(permille int) error { return h.setLoss(lossTable, "udp", permille) }
 
 // setLoss installs (or, at 0, removes) table's random drop of protocol
-// proto (udp, tcp) on the host's input.
+// proto (udp, tcp) on the host's input, or with Options.GRO on frames the
+// bridge forwards to the host's port.
 func (h *Host) setLoss(table, proto string, permille int) error {
 	if permille < 0 || permille > 1000 {
 		return fmt.Errorf("loss %d‰ out of range [0, 1000]", permille)
+	}
+	if h.Lab.gro {
+		t := h.bridgeTable(table)
+		script := fmt.Sprintf("add table bridge %[1]s\ndelete table bridge %[1]s\n", t)
+		if permille > 0 {
+			script += fmt.Sprintf(`table bridge %s {
+	chain forward {
+		type filter hook forward priority 0; policy accept;
+		oifname "%s" meta l4proto %s numgen random mod 1000 < %d counter drop
+	}
+}
+`, t, h.port, proto, permille)
+		}
+		return nftScript(h.Lab.BridgeNS, script)
 	}
 	// "add" then "delete" empties any previous table in the same
 	// transaction (nft 1.0.6 has no "destroy").
@@ -358,7 +402,11 @@ func nftScript(ns, script string) error {
 // Dropped returns how many datagrams SetLoss's rule dropped so far (0 if
 // no rule is installed).
 func (h *Host) Dropped() (uint64, error) {
-	out, err := exec.Command("ip", "netns", "exec", h.NS, "nft", "list", "table", "inet", lossTable).CombinedOutput()
+	args := []string{"netns", "exec", h.NS, "nft", "list", "table", "inet", lossTable}
+	if h.Lab.gro {
+		args = []string{"netns", "exec", h.Lab.BridgeNS, "nft", "list", "table", "bridge", h.bridgeTable(lossTable)}
+	}
+	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {
 		if bytes.Contains(out, []byte("No such file")) {
 			return 0, nil
@@ -373,6 +421,10 @@ func (h *Host) Dropped() (uint64, error) {
 	}
 	return 0, nil
 }
+
+// bridgeTable is the name of the host's own copy of table in the bridge
+// namespace.
+func (h *Host) bridgeTable(table string) string { return table + "_" + h.port }
 
 // HasGroup reports whether some socket in the host joined group on eth0
 // (as "ip maddr" shows it): a way to wait for a receiver to be ready

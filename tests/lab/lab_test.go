@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,13 +72,31 @@ func helper(mode string, args []string) error {
 }
 
 func TestLab(t *testing.T) {
-	l := New(t, Options{Hosts: 3})
+	for _, gro := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gro=%v", gro), func(t *testing.T) { testLab(t, gro) })
+	}
+}
+
+// testLab builds a lab of 3 hosts, checks its namespaces and offloads,
+// multicasts from host 0 with half of host 2's copies dropped, and checks
+// that Close removes everything.
+func testLab(t *testing.T, gro bool) {
+	l := New(t, Options{Hosts: 3, GRO: gro})
 	if got := len(l.Hosts); got != 3 {
 		t.Fatalf("got %d hosts, want 3", got)
 	}
 	for _, ns := range append([]string{l.BridgeNS}, l.Hosts[0].NS, l.Hosts[2].NS) {
 		if !slices.Contains(Namespaces(), ns) {
 			t.Fatalf("namespace %s missing from %v", ns, Namespaces())
+		}
+	}
+	out, err := exec.Command("ip", "netns", "exec", l.Hosts[1].NS, "ethtool", "-k", "eth0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ethtool -k: %v: %s", err, out)
+	}
+	for _, want := range []string{"tx-udp-segmentation: off", fmt.Sprintf("generic-receive-offload: %s", map[bool]string{false: "off", true: "on"}[gro])} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("host 1 eth0: want %q in ethtool -k:\n%s", want, out)
 		}
 	}
 	if err := l.Hosts[2].SetLoss(500); err != nil {

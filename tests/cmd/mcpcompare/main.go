@@ -80,6 +80,7 @@ type config struct {
 	recvArgs    []string
 	timeout     time.Duration
 	out, work   string
+	gro         bool // lab.Options.GRO: hosts receive like NICs
 }
 
 // defaultMCPRate is mcp's --rate unless MCP_RATE says otherwise: "tune"
@@ -110,6 +111,7 @@ func run() (int, error) {
 	flag.DurationVar(&c.timeout, "timeout", 0, "bound on one transfer (default: the file at 25 Mbit/s, at least 60s; env CELL_TIMEOUT)")
 	flag.StringVar(&c.out, "out", lab.EnvOr("OUT", ""), "output directory (env OUT; default tests/results/compare-<date>)")
 	flag.StringVar(&c.work, "work", lab.EnvOr("WORK", ""), "directory for the files and copies (default: a new temporary one)")
+	flag.BoolVar(&c.gro, "gro", lab.EnvOr("LAB_GRO", "") == "1", "hosts' interfaces coalesce what they receive (GRO) as NICs do, and loss is applied on the bridge (lab.Options.GRO; env LAB_GRO=1)")
 	sweep := flag.Bool("sweep", false, "only delete namespaces left by dead lab processes, and exit")
 	flag.Parse()
 	if *sweep {
@@ -275,8 +277,8 @@ func compare(ctx context.Context, c *config) (int, error) {
 		}
 	}
 	maxN := slices.Max(c.receivers)
-	fmt.Printf("mcpcompare: %s file, receivers %v, losses %v%%, one-slow case %g%% at N=%d, tools %v, settings %v, shape %.0f Mbit/s, %d CPUs\n\n",
-		lab.HumanSize(c.size), c.receivers, c.losses, c.slow, maxN, c.tools, c.settings, c.shape/1e6, runtime.NumCPU())
+	fmt.Printf("mcpcompare: %s file, receivers %v, losses %v%%, one-slow case %g%% at N=%d, tools %v, settings %v, shape %.0f Mbit/s, receiver GRO %v, %d CPUs\n\n",
+		lab.HumanSize(c.size), c.receivers, c.losses, c.slow, maxN, c.tools, c.settings, c.shape/1e6, c.gro, runtime.NumCPU())
 
 	var cells []*cell
 	for _, setting := range c.settings {
@@ -298,7 +300,7 @@ func compare(ctx context.Context, c *config) (int, error) {
 // runN builds a lab of one sender and n receivers, applies the setting,
 // tunes the baselines and runs every cell of that N.
 func runN(ctx context.Context, c *config, setting string, n int, withSlow bool, src, tune string, sums map[string][32]byte) ([]*cell, error) {
-	l, err := lab.Start(lab.Options{Hosts: n + 1, Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})
+	l, err := lab.Start(lab.Options{Hosts: n + 1, GRO: c.gro, Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})
 	if err != nil {
 		return nil, err
 	}
@@ -574,7 +576,7 @@ func report(c *config, cells []*cell, maxN int) int {
 		}
 	}
 	targets(c, measured, maxN)
-	if err := writeCSV(filepath.Join(c.out, "results.csv"), cells); err != nil {
+	if err := writeCSV(filepath.Join(c.out, "results.csv"), cells, c.gro); err != nil {
 		fmt.Fprintln(os.Stderr, "mcpcompare: csv:", err)
 		code = 1
 	}
@@ -679,7 +681,7 @@ func payloadOf(x *cell) float64 {
 	return x.payload
 }
 
-func writeCSV(name string, cells []*cell) error {
+func writeCSV(name string, cells []*cell, gro bool) error {
 	f, err := os.Create(name)
 	if err != nil {
 		return err
@@ -687,7 +689,7 @@ func writeCSV(name string, cells []*cell) error {
 	w := csv.NewWriter(f)
 	w.Write([]string{"tool", "setting", "receivers", "case", "loss_pct", "slow_receiver_loss_pct", "params", "tuning_trial",
 		"wall_s", "healthy_wall_s", "goodput_min_mbps", "goodput_avg_mbps", "sent_payload_per_file", "sent_wire_per_file",
-		"sender_cpu_s", "recv_cpu_avg_s", "recv_cpu_max_s", "complete", "exact", "all_exact", "errors", "notes"})
+		"sender_cpu_s", "recv_cpu_avg_s", "recv_cpu_max_s", "complete", "exact", "all_exact", "errors", "notes", "receiver_gro"})
 	for _, x := range cells {
 		kind := "all"
 		if x.slow > 0 {
@@ -697,7 +699,7 @@ func writeCSV(name string, cells []*cell) error {
 		w.Write([]string{x.tool, x.setting, strconv.Itoa(x.n), kind, f(x.loss), f(x.slow), x.params, strconv.FormatBool(x.tuning),
 			f(x.wall.Seconds()), f(x.healthy.Seconds()), f(x.gpMin), f(x.gpAvg), f(x.payload), f(x.wire),
 			f(x.sendCPU.Seconds()), f(x.recvCPUAvg.Seconds()), f(x.recvCPUMax.Seconds()),
-			strconv.Itoa(x.complete), strconv.Itoa(x.exact), strconv.FormatBool(x.ok()), strings.Join(x.errs, "; "), strings.Join(x.notes, "; ")})
+			strconv.Itoa(x.complete), strconv.Itoa(x.exact), strconv.FormatBool(x.ok()), strings.Join(x.errs, "; "), strings.Join(x.notes, "; "), strconv.FormatBool(gro)})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
