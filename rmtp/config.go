@@ -55,6 +55,9 @@ const (
 	// DefaultWindowBytes bounds the memory a receiver spends on blocks
 	// that are not complete yet.
 	DefaultWindowBytes = 32 << 20
+	// DefaultMarginFill: a receiver whose window is more than half full
+	// asks for a margin of repairs (ReceiverConfig.MarginFill).
+	DefaultMarginFill = 0.5
 	// DefaultSenderTimeout: a receiver gives up on a session whose sender
 	// has been silent this long.
 	DefaultSenderTimeout = 30 * time.Second
@@ -204,6 +207,10 @@ type ReceiverConfig struct {
 	BackoffFactor float64
 	// WindowBytes: see DefaultWindowBytes.
 	WindowBytes int
+	// MarginFill is the share of WindowBytes in use above which a NAK
+	// asks for a margin of repairs beyond what is missing (repairMargin).
+	// If zero, DefaultMarginFill; negative: never.
+	MarginFill float64
 	// LeaveLoss is the share of the first pass a receiver may lose over
 	// one measurement interval before, in a session of policy leave, it
 	// puts its repairs off until the pass ends (slowpolicy.go). If zero,
@@ -266,6 +273,12 @@ func (c ReceiverConfig) withDefaults() (ReceiverConfig, error) {
 	}
 	if c.WindowBytes == 0 {
 		c.WindowBytes = DefaultWindowBytes
+	}
+	if c.MarginFill > 1 {
+		return c, fmt.Errorf("receiver: MarginFill %v out of range (0, 1]", c.MarginFill)
+	}
+	if c.MarginFill == 0 {
+		c.MarginFill = DefaultMarginFill
 	}
 	if c.LeaveLoss == 0 {
 		c.LeaveLoss = DefaultLeaveLoss

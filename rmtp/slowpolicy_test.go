@@ -195,3 +195,55 @@ func TestLateManifestNAKedAtOnce(t *testing.T) {
 		t.Errorf("manifest known %v after the start, want within 100 ms (not at the next TAIL)", after)
 	}
 }
+
+// TestRepairMarginWhenCrowded: a receiver losing 5% of every data
+// packet, first pass and repairs, with a window of 6 blocks. With room
+// in the window it asks for exactly what it misses. With the window
+// more than half full it asks for a margin, so its blocks complete in
+// fewer NAK rounds, and over the same losses it drops far less new data
+// for a full window, and finishes sooner, than without the margin
+// (MarginFill < 0). Without it, 6 seeds: 2,569 window_full drops on
+// average and 1.97 s; with it 80 and 1.64 s. (At 10% loss, in this
+// simulation, the window overflows either way and neither wins
+// consistently; in the lab the margin took the one receiver at 5% behind
+// a 1 Gbit/s shaped link from about half its runs spiralling to about
+// 1 in 8.)
+func TestRepairMarginWhenCrowded(t *testing.T) {
+	file := randBytes(6, 200*64*1408)
+	const window = 6 * 64 * 1408
+	run := func(seed uint64, window int, fill float64) (rmtp.ReceiverStats, time.Duration) {
+		w := newWorldR(t, seed, 1, rmtp.SenderConfig{}, rmtp.ReceiverConfig{WindowBytes: window, MarginFill: fill}, file)
+		rng := rand.New(rand.NewPCG(seed, 9))
+		w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+			return p.Type == wire.TypeData && p.Data.Object != 0 && rng.Float64() < 0.05
+		}
+		if err := w.sim.Run(w.allDone, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		w.check(t)
+		return w.receivers[0].Stats(), w.sim.Now.Sub(epoch)
+	}
+	if st, _ := run(1, 0, 0); st.NAKMarginSymbols != 0 {
+		t.Errorf("roomy window: %d margin symbols asked for, want 0", st.NAKMarginSymbols)
+	}
+	var fullWith, fullWithout uint64
+	var timeWith, timeWithout time.Duration
+	for seed := uint64(1); seed <= 6; seed++ {
+		m, tm := run(seed, window, 0)
+		n, tn := run(seed, window, -1)
+		t.Logf("seed %d: with the margin %v, %d NAK entries, %d margin symbols, %d window_full; without %v, %d entries, %d window_full",
+			seed, tm, m.NAKEntriesSent, m.NAKMarginSymbols, m.Drops["window_full"], tn, n.NAKEntriesSent, n.Drops["window_full"])
+		if m.NAKMarginSymbols == 0 || n.NAKMarginSymbols != 0 {
+			t.Errorf("seed %d: margin symbols %d with, %d without", seed, m.NAKMarginSymbols, n.NAKMarginSymbols)
+		}
+		fullWith += m.Drops["window_full"]
+		fullWithout += n.Drops["window_full"]
+		timeWith += tm
+		timeWithout += tn
+	}
+	t.Logf("window_full drops %d with the margin, %d without; time %v against %v", fullWith, fullWithout, timeWith/6, timeWithout/6)
+	if fullWith*4 > fullWithout || timeWith >= timeWithout {
+		t.Errorf("with the margin %d window_full drops in %v, without %d in %v: want at most a quarter of the drops, and sooner",
+			fullWith, timeWith/6, fullWithout, timeWithout/6)
+	}
+}

@@ -96,6 +96,13 @@ func runMCP(ctx context.Context, e *env, params []string) (*outcome, error) {
 		RecvArgs: append([]string(nil), e.c.recvArgs...),
 		Timeout:  e.timeout,
 	}
+	if d := os.Getenv("MCP_DUMP"); d != "" {
+		// Each transfer's stderr logs in a directory of its own.
+		os.MkdirAll(d, 0o755)
+		if dir, err := os.MkdirTemp(d, "logs-*"); err == nil {
+			tr.LogDir = dir
+		}
+	}
 	res, err := tr.Run(ctx)
 	if err != nil {
 		return nil, err
