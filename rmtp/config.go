@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math"
 	mrand "math/rand/v2"
 	"net/netip"
 	"time"
@@ -274,8 +275,8 @@ func (c ReceiverConfig) withDefaults() (ReceiverConfig, error) {
 	if c.WindowBytes == 0 {
 		c.WindowBytes = DefaultWindowBytes
 	}
-	if c.MarginFill > 1 {
-		return c, fmt.Errorf("receiver: MarginFill %v out of range (0, 1]", c.MarginFill)
+	if c.MarginFill > 1 || math.IsNaN(c.MarginFill) {
+		return c, fmt.Errorf("receiver: MarginFill %v out of range: at most 1 (negative: no margin)", c.MarginFill)
 	}
 	if c.MarginFill == 0 {
 		c.MarginFill = DefaultMarginFill

@@ -3,6 +3,9 @@ package rmtp
 import (
 	"math"
 	"testing"
+
+	"github.com/mcp-dev/mcp/fec"
+	"github.com/mcp-dev/mcp/rmtp/wire"
 )
 
 // TestRepairMargin: a repair of n + repairMargin(n, p) symbols at loss p
@@ -42,4 +45,38 @@ func binomCDF(n int, p float64, k int) float64 {
 		sum += math.Exp(lc - la - lb + float64(i)*math.Log(p) + float64(n-i)*math.Log1p(-p))
 	}
 	return sum
+}
+
+// TestNAKNeedFitsTheWire: the largest need a crowded receiver can ask
+// for, a block of 255 source symbols with every one missing, is capped at
+// the block's source and parity symbols and still makes a NAK entry that
+// the wire format takes back; with room in the window the need is what
+// is missing, without margin.
+func TestNAKNeedFitsTheWire(t *testing.T) {
+	r, err := NewReceiver(ReceiverConfig{WindowBytes: 1 << 20}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []int{1, 64, 128, 200, 255} {
+		b := &rblock{k: k}
+		r.window = 0
+		if need, m := r.nakNeed(b); need != k || m != 0 {
+			t.Errorf("k %d, roomy window: need %d, margin %d; want %d, 0", k, need, m, k)
+		}
+		r.window = r.cfg.WindowBytes
+		r.passSyms, r.passLost = 1000, 200 // 20% lost
+		need, m := r.nakNeed(b)
+		if need > k+fec.MaxParity(k) || need > wire.MaxBlockSymbols || need != k+m || (k < 200 && m == 0) {
+			t.Errorf("k %d, crowded window: need %d, margin %d", k, need, m)
+		}
+		mask := make([]byte, (k+7)/8)
+		for i := range k {
+			mask[i>>3] |= 1 << (i & 7)
+		}
+		n := wire.NAK{Entries: []wire.NAKEntry{{Object: 1, Block: 2, Need: uint16(need), Mask: mask}}}
+		var back wire.NAK
+		if err := back.Parse(n.Append(nil)); err != nil || len(back.Entries) != 1 || int(back.Entries[0].Need) != need {
+			t.Errorf("k %d: NAK with need %d does not round-trip: %v", k, need, err)
+		}
+	}
 }

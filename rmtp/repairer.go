@@ -239,7 +239,10 @@ func (r *Repairer) HandleNAK(now time.Time, n *wire.NAK, has func(obj, blk uint3
 			continue
 		}
 		kb := r.lay.blockSymbols(r.cfg.Sizes[e.Object], e.Block)
-		need := min(int(e.Need), kb)
+		// More than kb: a crowded receiver's margin (Receiver.nakNeed),
+		// answered with parity as far as there is some, then with the
+		// source symbols its mask names.
+		need := min(int(e.Need), kb+fec.MaxParity(kb))
 		h := r.history[key]
 		switch {
 		case h != nil && h.job != nil && h.job.next == 0:

@@ -746,7 +746,8 @@ func (c *UDPConn) SetReadDeadline(t time.Time) error {
 	return c.conn.SetReadDeadline(t)
 }
 
-// Stats returns the granted buffer sizes and the truncation count.
+// Stats returns the granted buffer sizes, the truncation count and the
+// state and counts of coalesced reads (GRO).
 func (c *UDPConn) Stats() SocketStats {
 	return SocketStats{
 		ReadBufferBytes:    c.rbuf,

@@ -23,7 +23,7 @@
 #   OUT           results directory                               (default tests/results/compare-<date>)
 #   WORK          directory for the file and the copies           (default: a temporary one)
 #   LAB_GRO       1: hosts coalesce what they receive (GRO) as NICs do, loss on the bridge (default: off, plain veths)
-#   MCP_DUMP      a directory: keep each mcp transfer's JSON summaries there (for looking into a cell)
+#   MCP_DUMP      a directory: keep each mcp transfer's stderr logs and JSON documents there, one mcp-* directory per transfer
 #
 # It installs the baselines if they are missing (Debian packages udpcast
 # and uftp; they are benchmark peers, never mcp dependencies), builds

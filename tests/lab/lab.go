@@ -76,7 +76,9 @@ type Options struct {
 	// buffers through (tso off: a veth hands frames to its peer's NAPI
 	// only then), and SetLoss and SetTCPLoss drop on the bridge's forward
 	// path to the host, frame by frame, instead of at the host's input,
-	// where a coalesced buffer would be dropped whole. Start only.
+	// where a coalesced buffer would be dropped whole. The loss then
+	// comes before ShapeDown's token bucket on the same port (without GRO
+	// after it): frames lost do not take shaped bandwidth. Start only.
 	GRO bool
 }
 

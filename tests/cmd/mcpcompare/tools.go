@@ -97,18 +97,21 @@ func runMCP(ctx context.Context, e *env, params []string) (*outcome, error) {
 		Timeout:  e.timeout,
 	}
 	if d := os.Getenv("MCP_DUMP"); d != "" {
-		// Each transfer's stderr logs in a directory of its own.
-		os.MkdirAll(d, 0o755)
-		if dir, err := os.MkdirTemp(d, "logs-*"); err == nil {
-			tr.LogDir = dir
+		// For looking into a cell, not part of the results: each
+		// transfer's processes' stderr and JSON documents (lab.Transfer
+		// LogDir) in a directory of their own.
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("MCP_DUMP: %w", err)
 		}
+		dir, err := os.MkdirTemp(d, "mcp-*")
+		if err != nil {
+			return nil, fmt.Errorf("MCP_DUMP: %w", err)
+		}
+		tr.LogDir = dir
 	}
 	res, err := tr.Run(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if d := os.Getenv("MCP_DUMP"); d != "" {
-		dumpMCP(d, res)
 	}
 	o := newOutcome(n)
 	o.start = res.Send.Started
@@ -329,30 +332,4 @@ func runTCP(ctx context.Context, e *env, params []string) (*outcome, error) {
 	waitAll(rs)
 	<-snd.done
 	return procOutcome(snd, rs, func(p *proc) time.Time { return p.exited }), nil
-}
-
-// dumpMCP appends the sender's and receivers' JSON summaries of one mcp
-// transfer to dir/mcp-<n>.json (MCP_DUMP=dir: for looking into a cell,
-// not part of the results).
-func dumpMCP(dir string, res *lab.TransferResult) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return
-	}
-	f, err := os.CreateTemp(dir, "mcp-*.json")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	fmt.Fprintln(f, lastLine(res.Send.Stdout))
-	for i := range res.Recv {
-		fmt.Fprintln(f, lastLine(res.Recv[i].Stdout))
-	}
-}
-
-func lastLine(s string) string {
-	s = strings.TrimRight(s, "\n")
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
-	}
-	return s
 }
