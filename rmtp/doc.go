@@ -56,6 +56,15 @@
 //     unanswered (at most 4x, and at most MaxHoldoff: 40 GRTTs, at most 10 s); the sender
 //     lingers at least twice that, so nobody is left asking a sender that
 //     has gone.
+//   - A NAK asks for exactly what a block misses, except while the
+//     receiver's window of incomplete blocks is more than half full
+//     (MarginFill) during the first pass: then it asks for a margin on
+//     top (repairMargin, at its first-pass loss), so the repair
+//     completes the block in one round about 19 times in 20. A second
+//     round costs hold-offs during which new data keeps arriving, and a
+//     full window drops it whole; with room in the window the margin
+//     would only add bytes. Damping compares a peer's need with the one
+//     this receiver would send, margin included.
 //   - Receivers keep (up to 4 MiB of) packets heard before the first
 //     ANNOUNCE and replay them, and the first three ANNOUNCEs go out 2 ms
 //     apart, so one lost ANNOUNCE does not cost the start of the stream.

@@ -1193,7 +1193,7 @@ func (r *Receiver) nakNeed(b *rblock) (need, margin int) {
 // blocks of parity. One receiver at 5% behind a 1 Gbit/s shaped link:
 // repairs at 8-14% loss with the GRTT at 15-30 ms of queueing needed a
 // second round for half of the blocks, the window stayed full and 3 of 6
-// runs sent 1.4-2.0x the file; with the margin 3 of 24 runs did. With
+// runs sent 1.2-2.0x the file; with the margin 3 of 24 runs did. With
 // room in the window the exact count is asked for: the bytes of a lossy
 // group stay at what its losses need.
 func repairMargin(n int, p float64) int {
