@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -73,9 +74,10 @@ type gsoState struct {
 	segs  [][]int  // datagrams of ms in each message: index of the first, count
 }
 
-// groState is a UDPConn's coalesced-receive state, guarded by readMu.
+// groState is a UDPConn's coalesced-receive state, guarded by readMu
+// (on is also read without it, by Stats).
 type groState struct {
-	on    bool
+	on    atomic.Bool
 	msgs  []ipv4.Message
 	bufs  [][]byte
 	oob   [][]byte
@@ -136,8 +138,7 @@ func (c *UDPConn) enableGRO() bool {
 		return false
 	}
 	g := &c.gro
-	g.on = true
-	c.groOn.Store(true)
+	g.on.Store(true)
 	g.msgs = make([]ipv4.Message, groMaxBatch)
 	g.bufs = make([][]byte, groMaxBatch)
 	g.oob = make([][]byte, groMaxBatch)
@@ -307,8 +308,7 @@ func (c *UDPConn) probeGRO() {
 	if !c.setGRO(false) {
 		return // keep reading coalesced buffers: still correct
 	}
-	g.on = false
-	c.groOn.Store(false)
+	g.on.Store(false)
 	g.msgs, g.bufs, g.oob, g.queue = nil, nil, nil, nil // 2 MiB of buffers
 	c.logger.Debug("UDP GRO coalesces nothing on this path; reading datagrams directly",
 		"local", c.local, "interface", c.ifname, "buffers", g.probeBufs)

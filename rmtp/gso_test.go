@@ -20,7 +20,7 @@ func TestGSOGRO(t *testing.T) {
 	gcfg := cfg
 	gcfg.GRO = true
 	coalescing := openLo(t, gcfg)
-	if !coalescing.gro.on {
+	if !coalescing.gro.on.Load() {
 		t.Skip("UDP_GRO not available on this kernel")
 	}
 	plain := openLo(t, cfg)
@@ -50,7 +50,7 @@ func TestGSOGRO(t *testing.T) {
 		t.Fatalf("segmentation was refused on lo")
 	}
 	for _, c := range []*UDPConn{coalescing, plain} {
-		t.Run(fmt.Sprintf("gro=%v", c.gro.on), func(t *testing.T) {
+		t.Run(fmt.Sprintf("gro=%v", c.gro.on.Load()), func(t *testing.T) {
 			var got [][]byte
 			batch := make([]Datagram, 64)
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -95,7 +95,7 @@ func TestGROProbeTurnsOff(t *testing.T) {
 			group, port := testGroup(42), freePort(t)
 			dst := netip.AddrPortFrom(group, port)
 			rc := openLo(t, SocketConfig{Bind: dst, Join: []netip.Addr{group}, ReadBuffer: 32 << 20, GRO: true, Polled: true})
-			if !rc.gro.on {
+			if !rc.gro.on.Load() {
 				t.Skip("UDP_GRO not available on this kernel")
 			}
 			snd := openLo(t, SocketConfig{Bind: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), GSO: gso})
@@ -134,11 +134,11 @@ func TestGROProbeTurnsOff(t *testing.T) {
 			if !rc.gro.probed {
 				t.Fatalf("probe not done after %d datagrams (%d buffers)", got, rc.gro.probeBufs)
 			}
-			if rc.gro.on == !gso {
-				t.Errorf("GRO on = %v after the probe (%d datagrams in %d buffers); want %v", rc.gro.on, rc.gro.probeSegs, rc.gro.probeBufs, gso)
+			if rc.gro.on.Load() == !gso {
+				t.Errorf("GRO on = %v after the probe (%d datagrams in %d buffers); want %v", rc.gro.on.Load(), rc.gro.probeSegs, rc.gro.probeBufs, gso)
 			}
-			if st := rc.Stats(); st.GRO != rc.gro.on {
-				t.Errorf("Stats().GRO = %v, socket's GRO %v", st.GRO, rc.gro.on)
+			if st := rc.Stats(); st.GRO != rc.gro.on.Load() {
+				t.Errorf("Stats().GRO = %v, socket's GRO %v", st.GRO, rc.gro.on.Load())
 			}
 			if tr := rc.Stats().Truncated; tr != 0 {
 				t.Errorf("%d truncated", tr)

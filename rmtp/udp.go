@@ -122,7 +122,6 @@ type UDPConn struct {
 
 	truncated atomic.Uint64
 	// GRO's counters (SocketStats), written under readMu.
-	groOn                      atomic.Bool
 	coalesced, coalescedDgrams atomic.Uint64
 	closed                     atomic.Bool
 
@@ -440,7 +439,7 @@ func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 	}
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
-	if c.gro.on {
+	if c.gro.on.Load() {
 		return c.readBatchGRO(ms) // gso.go
 	}
 
@@ -753,7 +752,7 @@ func (c *UDPConn) Stats() SocketStats {
 		ReadBufferBytes:    c.rbuf,
 		WriteBufferBytes:   c.wbuf,
 		Truncated:          c.truncated.Load(),
-		GRO:                c.groOn.Load(),
+		GRO:                c.gro.on.Load(),
 		Coalesced:          c.coalesced.Load(),
 		CoalescedDatagrams: c.coalescedDgrams.Load(),
 	}

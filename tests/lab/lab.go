@@ -362,33 +362,32 @@ func (h *Host) setLoss(table, proto string, permille int) error {
 	if permille < 0 || permille > 1000 {
 		return fmt.Errorf("loss %d‰ out of range [0, 1000]", permille)
 	}
-	if h.Lab.gro {
-		t := h.bridgeTable(table)
-		script := fmt.Sprintf("add table bridge %[1]s\ndelete table bridge %[1]s\n", t)
-		if permille > 0 {
-			script += fmt.Sprintf(`table bridge %s {
-	chain forward {
-		type filter hook forward priority 0; policy accept;
-		oifname "%s" meta l4proto %s numgen random mod 1000 < %d counter drop
-	}
-}
-`, t, h.port, proto, permille)
-		}
-		return nftScript(h.Lab.BridgeNS, script)
-	}
+	r := h.lossRule(table)
 	// "add" then "delete" empties any previous table in the same
 	// transaction (nft 1.0.6 has no "destroy").
-	script := fmt.Sprintf("add table inet %[1]s\ndelete table inet %[1]s\n", table)
+	script := fmt.Sprintf("add table %[1]s %[2]s\ndelete table %[1]s %[2]s\n", r.family, r.table)
 	if permille > 0 {
-		script += fmt.Sprintf(`table inet %s {
-	chain input {
-		type filter hook input priority 0; policy accept;
-		meta l4proto %s numgen random mod 1000 < %d counter drop
+		script += fmt.Sprintf(`table %s %s {
+	chain %s {
+		type filter hook %s priority 0; policy accept;
+		%smeta l4proto %s numgen random mod 1000 < %d counter drop
 	}
 }
-`, table, proto, permille)
+`, r.family, r.table, r.hook, r.hook, r.match, proto, permille)
 	}
-	return nftScript(h.NS, script)
+	return nftScript(r.ns, script)
+}
+
+// lossRule says where the host's copy of a loss table lives: in its own
+// namespace on input, or with Options.GRO in the bridge namespace on the
+// forward path to its port (match selects the port there).
+type lossRule struct{ ns, family, table, hook, match string }
+
+func (h *Host) lossRule(table string) lossRule {
+	if h.Lab.gro {
+		return lossRule{h.Lab.BridgeNS, "bridge", table + "_" + h.port, "forward", fmt.Sprintf("oifname %q ", h.port)}
+	}
+	return lossRule{h.NS, "inet", table, "input", ""}
 }
 
 // nftScript runs an nft script in namespace ns.
@@ -404,16 +403,13 @@ func nftScript(ns, script string) error {
 // Dropped returns how many datagrams SetLoss's rule dropped so far (0 if
 // no rule is installed).
 func (h *Host) Dropped() (uint64, error) {
-	args := []string{"netns", "exec", h.NS, "nft", "list", "table", "inet", lossTable}
-	if h.Lab.gro {
-		args = []string{"netns", "exec", h.Lab.BridgeNS, "nft", "list", "table", "bridge", h.bridgeTable(lossTable)}
-	}
-	out, err := exec.Command("ip", args...).CombinedOutput()
+	r := h.lossRule(lossTable)
+	out, err := exec.Command("ip", "netns", "exec", r.ns, "nft", "list", "table", r.family, r.table).CombinedOutput()
 	if err != nil {
 		if bytes.Contains(out, []byte("No such file")) {
 			return 0, nil
 		}
-		return 0, fmt.Errorf("nft in %s: %v: %s", h.NS, err, bytes.TrimSpace(out))
+		return 0, fmt.Errorf("nft in %s: %v: %s", r.ns, err, bytes.TrimSpace(out))
 	}
 	f := strings.Fields(string(out))
 	for i := 0; i+2 < len(f); i++ {
@@ -423,10 +419,6 @@ func (h *Host) Dropped() (uint64, error) {
 	}
 	return 0, nil
 }
-
-// bridgeTable is the name of the host's own copy of table in the bridge
-// namespace.
-func (h *Host) bridgeTable(table string) string { return table + "_" + h.port }
 
 // HasGroup reports whether some socket in the host joined group on eth0
 // (as "ip maddr" shows it): a way to wait for a receiver to be ready
