@@ -125,8 +125,9 @@
 //     faster for every second without one, and never past 1.5x what it
 //     managed to send. Under leave a receiver that alone reports loss (2
 //     reports in a row, nobody else within 2 s, at least 2 receivers
-//     known: each says it is there with a first report) is not paced to:
-//     it leaves the first pass as the rate climbs past its path (3
+//     known: each says it is there with a first report) is not paced to;
+//     the first report of such a run waits for the next before it cuts.
+//     It leaves the first pass as the rate climbs past its path (3
 //     intervals over LeaveLoss above its floor while the rate did not
 //     fall).
 //   - --rate counts each packet's IP, UDP and Ethernet headers and FCS

@@ -188,36 +188,56 @@ func TestCongestionCutsAchieved(t *testing.T) {
 	}
 }
 
-// TestLoneResumeRestoresRunRate: rate auto under policy leave, once a
-// receiver's loss is found to be its alone, goes back to the rate at the
-// first report of its run; a report after loneWindow of silence starts a
-// new run, so an old rate is never restored over the cuts made since.
+// TestLoneResumeRestoresRunRate: rate auto under policy leave. The
+// first report of a receiver's run is not acted on yet; once its loss is
+// found to be its alone the rate is back at the rate of its run's first
+// report, slow-starting; a report after loneWindow of silence starts a
+// new run, so an old rate is never restored over the cuts made since;
+// another receiver's report is shared loss, and cuts.
 func TestLoneResumeRestoresRunRate(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	report := func(rc *rateControl, l *loneReporter, at time.Time, src uint32) (resumed bool) {
-		if alone, first := l.lone(at, src, rc.rate); alone {
-			return first && rc.resume(l.runRate)
-		}
-		rc.lossCut(at, 0, 50)
-		return false
+	const grtt = 5 * time.Millisecond
+	report := func(rc *rateControl, l *loneReporter, at time.Time, src uint32) lossAction {
+		act, _ := leaveReport(at, grtt, rc, l, src, 50)
+		return act
 	}
 	start := func() (rateControl, loneReporter) {
 		rc := newRateControl(1e9, false, false, true, t0)
 		rc.rate, rc.slow = 100e6, false
+		rc.achieved = 100e6 // sent at its rate: the headroom allows a climb
 		var l loneReporter
 		l.known(1)
 		l.known(2)
 		return rc, l
 	}
 
-	// Two reports in a row from A: the first cut is undone at the second.
+	// Two reports in a row from A: the first waits, the slow start goes
+	// on, and the second is found alone.
 	rc, l := start()
-	report(&rc, &l, t0, 1)
-	if rc.rate >= 100e6 {
-		t.Fatalf("first report did not cut: %.1f Mbit/s", rc.rate/1e6)
+	if act := report(&rc, &l, t0, 1); act != lossPending || rc.rate != 100e6 {
+		t.Fatalf("first report: action %v, rate %.1f Mbit/s; want pending at 100", act, rc.rate/1e6)
 	}
-	if !report(&rc, &l, t0.Add(200*time.Millisecond), 1) || rc.rate != 100e6 || !rc.slow {
-		t.Errorf("second report: rate %.1f Mbit/s, slow start %v; want 100 and true", rc.rate/1e6, rc.slow)
+	if !rc.climb(t0.Add(100*time.Millisecond)) || rc.rate <= 100e6 {
+		t.Errorf("no climb after a pending report: %.1f Mbit/s", rc.rate/1e6)
+	}
+	up := rc.rate
+	if act := report(&rc, &l, t0.Add(120*time.Millisecond), 1); act != lossIgnored || rc.rate != up || !rc.slow {
+		t.Errorf("second report: action %v, rate %.1f Mbit/s, slow start %v; want ignored, %.1f and true", act, rc.rate/1e6, rc.slow, up/1e6)
+	}
+
+	// Cuts made for A before its loss was found alone (A was the only
+	// receiver reporting, B not yet known) are undone.
+	rc = newRateControl(1e9, false, false, true, t0)
+	rc.rate, rc.slow = 100e6, false
+	l = loneReporter{}
+	l.known(1)
+	if act := report(&rc, &l, t0, 1); act != lossCutFor || rc.rate >= 100e6 {
+		t.Fatalf("one receiver known: action %v, rate %.1f Mbit/s; want a cut", act, rc.rate/1e6)
+	}
+	l.known(2)
+	report(&rc, &l, t0.Add(200*time.Millisecond), 1)
+	if act := report(&rc, &l, t0.Add(400*time.Millisecond), 1); act != lossIgnored || rc.rate != 100e6 || !rc.slow {
+		t.Errorf("found alone: action %v, rate %.1f Mbit/s, slow start %v; want ignored, 100 and true", act, rc.rate/1e6, rc.slow)
 	}
 
 	// A's report, then congestion cuts for others, then A again a minute
@@ -234,13 +254,15 @@ func TestLoneResumeRestoresRunRate(t *testing.T) {
 		t.Errorf("a report a minute later undid earlier cuts: %.1f Mbit/s, was %.1f", rc.rate/1e6, low/1e6)
 	}
 
-	// B reporting between A's reports ends A's run: nothing undone.
+	// B reporting between A's reports ends A's run: shared loss, cut at
+	// B's report and at A's next; nothing undone.
 	rc, l = start()
 	report(&rc, &l, t0, 1)
-	report(&rc, &l, t0.Add(200*time.Millisecond), 2)
+	if act := report(&rc, &l, t0.Add(100*time.Millisecond), 2); act != lossCutFor || rc.rate >= 100e6 {
+		t.Errorf("another receiver's report: action %v, rate %.1f Mbit/s; want a cut", act, rc.rate/1e6)
+	}
 	low = rc.rate
-	report(&rc, &l, t0.Add(400*time.Millisecond), 1)
-	if rc.rate > low {
-		t.Errorf("shared loss undone: %.1f Mbit/s, was %.1f", rc.rate/1e6, low/1e6)
+	if act := report(&rc, &l, t0.Add(400*time.Millisecond), 1); act != lossCutFor || rc.rate > low {
+		t.Errorf("shared loss undone: action %v, %.1f Mbit/s, was %.1f", act, rc.rate/1e6, low/1e6)
 	}
 }

@@ -52,6 +52,10 @@ type SenderStats struct {
 	// LossIgnored: loss reports of one receiver alone not acted on (rate
 	// auto, policy leave; autorate.go).
 	LossIgnored uint64 `json:"loss_ignored"`
+	// LossPending: loss reports not acted on when heard, the first of
+	// one receiver's run: the next tells whether it is its alone
+	// (autorate.go).
+	LossPending uint64 `json:"loss_pending"`
 }
 
 // Sender is the sender engine: a state machine with no goroutines,
@@ -337,17 +341,24 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 					break
 				}
 				if s.cfg.SlowPolicy == SlowLeave {
-					if alone, first := s.lone.lone(now, p.Source, s.rc.rate); alone {
-						// The cuts so far were for that receiver alone:
-						// undo them and find the others' rate again
-						// (autorate.go).
-						if first && s.rc.resume(s.lone.runRate) {
+					act, changed := leaveReport(now, s.grtt.grtt, &s.rc, &s.lone, p.Source, p.Status.LossPermille)
+					switch act {
+					case lossIgnored:
+						s.stats.LossIgnored++
+						if changed {
 							s.pace.refill(now)
 							s.pace.setRate(s.rc.rate)
 						}
-						s.stats.LossIgnored++
-						break
+					case lossPending:
+						s.stats.LossPending++
+					default:
+						cut = changed
 					}
+					if s.debug {
+						s.cfg.Logger.Debug("loss report", "receiver", p.Source, "permille", p.Status.LossPermille,
+							"action", act.String(), "rate_bps", s.rc.rate)
+					}
+					break
 				}
 				cut = s.rc.lossCut(now, s.grtt.grtt, p.Status.LossPermille)
 			case s.ended && p.Status.Flags&wire.StatusPassLoss != 0 && p.Status.LossPermille > catchUpPermille:
@@ -466,7 +477,11 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		s.nextTail = now.Add(s.cfg.TailInterval)
 	}
 	s.pace.refill(now)
+	at := s.rc.sentAt
 	s.rc.noteSent(now, s.stats.BytesSent, !s.ended && !now.Before(s.dataAt))
+	if s.debug && s.rc.auto && s.rc.sentAt != at {
+		s.cfg.Logger.Debug("rate", "rate_bps", s.rc.rate, "achieved_bps", s.rc.achieved)
+	}
 	if s.rc.climb(now) {
 		s.pace.setRate(s.rc.rate)
 	}
