@@ -193,7 +193,7 @@ func TestAutoRateShared(t *testing.T) {
 	st := w.sender.Stats()
 	mean := meanAfter(rates, 1500*time.Millisecond)
 	drop := float64(pol.dropped) / float64(pol.offered)
-	t.Logf("done %v; mean rate after 1.5 s %.1f Mbit/s; link dropped %.2f%%; %d loss reports, %d ignored, %d cuts", done, mean/1e6, 100*drop, st.LossReports, st.LossIgnored, st.LossCuts)
+	t.Logf("done %v; mean rate after 1.5 s %.1f Mbit/s; link dropped %.2f%%; %d loss reports, %d pending, %d ignored, %d cuts", done, mean/1e6, 100*drop, st.LossReports, st.LossPending, st.LossIgnored, st.LossCuts)
 	for i, r := range w.receivers {
 		if r.Stats().Deferred {
 			t.Errorf("receiver %d left the first pass of a shared link", i)
