@@ -14,35 +14,43 @@ import "time"
 // loses only a little at each overshoot, never LeaveLoss. The sender can
 // tell: every receiver says it is there with one loss report when it
 // starts (StatusLoss, possibly 0‰), and a receiver whose loss reports
-// alone number loneReports in a row, with no other receiver
-// reporting loss over its floor within loneWindow while at least two are
-// known, is the only one that path limits. Its reports are then not
-// acted on (SenderStats.LossIgnored), the rate goes back to what it was
-// at the run's first report and the slow start resumes (in a simulation,
-// climbing back from the cut rate cost the healthy receivers 1.16x their
-// time alone, 1.11x with the rate restored), the rate climbs past its
-// path, its loss rises over LeaveLoss, and it leaves, to finish from
-// repairs. The first report of a run that may be so (at least two
-// receivers known, no other reporting within loneWindow) is not acted on
-// yet (SenderStats.LossPending): a second report from the same receiver
-// finds the loss its alone, another receiver's report finds it shared
-// and cuts. In the lab's TestAutoRate the two cuts made before the
+// alone number loneReports in a row, with no other receiver reporting
+// loss over its floor within loneWindow while at least two are known, is
+// the only one that path limits. Its reports are then not acted on
+// (SenderStats.LossIgnored), cuts made since its run of reports began
+// are undone (the rate goes back to what it was at the run's first
+// report, slow-starting if it was then: in a simulation, climbing back
+// from the cut rate cost the healthy receivers 1.16x their time alone,
+// 1.11x with the rate restored), the rate climbs past its path, its loss
+// rises over LeaveLoss, and it leaves, to finish from repairs.
+//
+// The first report of a run that may be so (at least two receivers
+// known, no other reporting within loneWindow) is not acted on
+// (SenderStats.LossPending); the next report decides: another
+// receiver's finds the loss shared and cuts, the same receiver's finds
+// it its alone. In the lab's TestAutoRate the two cuts made before the
 // second report, and the slow start's lag behind where it would have
 // been, cost the healthy receivers 0.35 s of a 3.3 s transfer; holding
 // the rate until the second report instead of cutting still cost them
 // one report interval of the slow start (in a simulation, 1.11x their
 // time alone with the cuts, 1.07x holding, 1.02x going on). Shared loss
-// is cut for one report interval later than before: the receivers
-// behind a shared queue lose together, and another one's report comes
-// within its interval. A run ends when another receiver reports over the threshold,
-// or when its receiver has not reported for loneWindow, so that the rate
+// is so cut for one report interval later: the receivers behind a shared
+// queue lose together, and under rate auto and policy leave a receiver
+// does not keep quiet for one peer's report of as much loss as its own,
+// only for two (Receiver.reportLoss), so another receiver's report comes
+// within the interval. Within loneWindow of another receiver's report
+// every report is acted on. A receiver whose reports over the threshold
+// come more than loneWindow apart starts a new run with each, and is
+// never cut for.
+//
+// A run ends when another receiver reports over the threshold, or when
+// its receiver has not reported for loneWindow, so that the rate
 // restored is never older than that. Congestion cuts within the run are
 // undone with the rest: undoing only the run's own loss cuts put the
 // healthy receivers of the lab's TestAutoRate at 0.90-0.91x their
 // goodput alone (three runs), against 0.96-0.97x (three runs, and 1.16x
 // in one whose run alone was slow); a receiver whose queue really fills
-// reports again within a GRTT or two and is cut for again. Shared loss
-// is acted on at once.
+// reports again within a GRTT or two and is cut for again.
 const (
 	loneReports = 2
 	loneWindow  = 2 * time.Second
@@ -58,6 +66,7 @@ type loneReporter struct {
 	otherAt       time.Time
 	lastAt        time.Time // src's last report
 	runRate       float64   // the sender's rate at the run's first report
+	runSlow       bool      // whether it was slow-starting then
 }
 
 // known notes that receiver src is there.
@@ -71,16 +80,17 @@ func (l *loneReporter) known(src uint32) {
 }
 
 // lone notes a loss report over the threshold from src, heard while the
-// sender's rate was rate, and reports whether it is src's alone (see
+// sender's rate was rate (slow-starting if slow), and reports whether it is src's alone (see
 // loneReports), and whether it is the first of src's current run to be
-// so; then runRate is the rate to go back to.
-func (l *loneReporter) lone(now time.Time, src uint32, rate float64) (alone, first bool) {
+// so; then runRate is the rate to go back to, and runSlow whether to
+// slow-start from it.
+func (l *loneReporter) lone(now time.Time, src uint32, rate float64, slow bool) (alone, first bool) {
 	l.known(src)
 	if src != l.src || l.count == 0 || now.Sub(l.lastAt) > loneWindow {
 		if src != l.src && l.count > 0 {
 			l.otherAt = now
 		}
-		l.src, l.count, l.ignoring, l.runRate = src, 0, false, rate
+		l.src, l.count, l.ignoring, l.runRate, l.runSlow = src, 0, false, rate, slow
 	}
 	l.lastAt = now
 	l.count++
@@ -113,10 +123,10 @@ func (a lossAction) String() string {
 // lossCutPermille, under rate auto and policy leave (see above). It
 // reports what it did, and whether the rate changed.
 func leaveReport(now time.Time, grtt time.Duration, rc *rateControl, l *loneReporter, src uint32, permille uint16) (lossAction, bool) {
-	if alone, first := l.lone(now, src, rc.rate); alone {
+	if alone, first := l.lone(now, src, rc.rate, rc.slow); alone {
 		// The cuts so far were for that receiver alone: undo them and
 		// find the others' rate again.
-		return lossIgnored, first && rc.resume(l.runRate)
+		return lossIgnored, first && rc.resume(l.runRate, l.runSlow)
 	}
 	if l.pending(now) {
 		return lossPending, false

@@ -126,7 +126,9 @@
 //     managed to send. Under leave a receiver that alone reports loss (2
 //     reports in a row, nobody else within 2 s, at least 2 receivers
 //     known: each says it is there with a first report) is not paced to;
-//     the first report of such a run waits for the next before it cuts.
+//     the first report of such a run is not acted on, the next decides
+//     (another receiver's: shared, cut; the same one's: ignored), and a
+//     receiver keeps quiet for two peers' reports, not one.
 //     It leaves the first pass as the rate climbs past its path (3
 //     intervals over LeaveLoss above its floor while the rate did not
 //     fall).

@@ -211,13 +211,14 @@ func (c *rateControl) lossCut(now time.Time, grtt time.Duration, permille uint16
 }
 
 // resume undoes cuts found to have been for one receiver alone (rate
-// auto, autorate.go): the rate goes back up to r (not past the cap) and
-// the slow start resumes. It reports whether the rate changed.
-func (c *rateControl) resume(r float64) bool {
+// auto, autorate.go): the rate goes back up to r (not past the cap), and
+// the slow start goes on if slow (it was on when the cuts began). It
+// reports whether the rate changed.
+func (c *rateControl) resume(r float64, slow bool) bool {
 	if c.fixed {
 		return false
 	}
-	c.slow = true
+	c.slow = c.slow || slow
 	r = min(c.max, max(c.rate, r))
 	if r == c.rate {
 		return false

@@ -211,33 +211,46 @@ func TestLoneResumeRestoresRunRate(t *testing.T) {
 		return rc, l
 	}
 
-	// Two reports in a row from A: the first waits, the slow start goes
-	// on, and the second is found alone.
+	// Two reports in a row from A in the slow start: the first waits,
+	// the slow start goes on, and the second is found alone.
 	rc, l := start()
+	rc.slow = true
 	if act := report(&rc, &l, t0, 1); act != lossPending || rc.rate != 100e6 {
 		t.Fatalf("first report: action %v, rate %.1f Mbit/s; want pending at 100", act, rc.rate/1e6)
 	}
-	if !rc.climb(t0.Add(100*time.Millisecond)) || rc.rate <= 100e6 {
-		t.Errorf("no climb after a pending report: %.1f Mbit/s", rc.rate/1e6)
+	if !rc.climb(t0.Add(100*time.Millisecond)) || rc.rate < 100e6*slowStartGrowth*0.6 {
+		t.Errorf("the slow start did not go on after a pending report: %.1f Mbit/s", rc.rate/1e6)
 	}
 	up := rc.rate
 	if act := report(&rc, &l, t0.Add(120*time.Millisecond), 1); act != lossIgnored || rc.rate != up || !rc.slow {
 		t.Errorf("second report: action %v, rate %.1f Mbit/s, slow start %v; want ignored, %.1f and true", act, rc.rate/1e6, rc.slow, up/1e6)
 	}
 
+	// The same after the slow start: found alone, nothing was cut, and
+	// the slow start does not come back (it would overshoot the others'
+	// path).
+	rc, l = start()
+	report(&rc, &l, t0, 1)
+	if act := report(&rc, &l, t0.Add(120*time.Millisecond), 1); act != lossIgnored || rc.rate != 100e6 || rc.slow {
+		t.Errorf("found alone after the slow start: action %v, rate %.1f Mbit/s, slow start %v; want ignored, 100 and false", act, rc.rate/1e6, rc.slow)
+	}
+
 	// Cuts made for A before its loss was found alone (A was the only
-	// receiver reporting, B not yet known) are undone.
+	// receiver reporting, B not yet known) are undone at its second
+	// report, and the slow start it was in goes on.
 	rc = newRateControl(1e9, false, false, true, t0)
-	rc.rate, rc.slow = 100e6, false
+	rc.rate = 100e6
 	l = loneReporter{}
 	l.known(1)
-	if act := report(&rc, &l, t0, 1); act != lossCutFor || rc.rate >= 100e6 {
-		t.Fatalf("one receiver known: action %v, rate %.1f Mbit/s; want a cut", act, rc.rate/1e6)
+	if act := report(&rc, &l, t0, 1); act != lossCutFor || rc.rate >= 100e6 || rc.slow {
+		t.Fatalf("one receiver known: action %v, rate %.1f Mbit/s, slow start %v; want a cut, out of the slow start", act, rc.rate/1e6, rc.slow)
 	}
 	l.known(2)
-	report(&rc, &l, t0.Add(200*time.Millisecond), 1)
-	if act := report(&rc, &l, t0.Add(400*time.Millisecond), 1); act != lossIgnored || rc.rate != 100e6 || !rc.slow {
-		t.Errorf("found alone: action %v, rate %.1f Mbit/s, slow start %v; want ignored, 100 and true", act, rc.rate/1e6, rc.slow)
+	if act, changed := leaveReport(t0.Add(200*time.Millisecond), grtt, &rc, &l, 1, 50); act != lossIgnored || !changed || rc.rate != 100e6 || !rc.slow {
+		t.Errorf("found alone: action %v, changed %v, rate %.1f Mbit/s, slow start %v; want ignored, true, 100 and true", act, changed, rc.rate/1e6, rc.slow)
+	}
+	if act, changed := leaveReport(t0.Add(400*time.Millisecond), grtt, &rc, &l, 1, 50); act != lossIgnored || changed {
+		t.Errorf("the next report: action %v, changed %v; want ignored, unchanged", act, changed)
 	}
 
 	// A's report, then congestion cuts for others, then A again a minute
@@ -249,9 +262,8 @@ func TestLoneResumeRestoresRunRate(t *testing.T) {
 		rc.congested(t0.Add(time.Duration(i)*time.Second), 0)
 	}
 	low := rc.rate
-	report(&rc, &l, t0.Add(60*time.Second), 1)
-	if rc.rate > low {
-		t.Errorf("a report a minute later undid earlier cuts: %.1f Mbit/s, was %.1f", rc.rate/1e6, low/1e6)
+	if act := report(&rc, &l, t0.Add(60*time.Second), 1); act != lossPending || rc.rate > low {
+		t.Errorf("a report a minute later: action %v, %.1f Mbit/s, was %.1f; want pending, nothing undone", act, rc.rate/1e6, low/1e6)
 	}
 
 	// B reporting between A's reports ends A's run: shared loss, cut at

@@ -250,6 +250,8 @@ type Receiver struct {
 	parked       []blockKey // blocks whose NAK slot came while deferring
 	peerLossTo   time.Time  // a peer reported at least our loss: quiet until this
 	peerLoss     uint16     // the largest loss a peer reported, until peerLossTo
+	peerSrc      uint32     // the first peer heard reporting, until peerLossTo
+	peerTwo      bool       // a second peer was heard reporting, until peerLossTo
 
 	out    []Datagram
 	status []wire.Status // reports to encode when sent
@@ -476,7 +478,7 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 			r.peerCongTo = now.Add(r.congInterval())
 		}
 		if p.Status.Flags&wire.StatusLoss != 0 {
-			r.heardLoss(now, p.Status.LossPermille)
+			r.heardLoss(now, p.Source, p.Status.LossPermille)
 		}
 	}
 }

@@ -356,7 +356,7 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 					}
 					if s.debug {
 						s.cfg.Logger.Debug("loss report", "receiver", p.Source, "permille", p.Status.LossPermille,
-							"action", act.String(), "rate_bps", s.rc.rate)
+							"action", act.String(), "rate_changed", changed, "rate_bps", s.rc.rate)
 					}
 					break
 				}

@@ -133,6 +133,10 @@ type transferTest struct {
 	// gro builds the lab with lab.Options.GRO: the hosts coalesce what
 	// they receive, as NICs do.
 	gro bool
+	// idleFirst: the first receiver's host runs no receiver (its link,
+	// shaped or not, still carries the group: the bridge floods it);
+	// the others run as receivers 0, 1, ...
+	idleFirst bool
 }
 
 // stutter stops and continues process group pgid, 95 ms stopped out of
@@ -178,7 +182,11 @@ func (tt transferTest) run(t *testing.T, want lab.Tree, paths []string) *lab.Tra
 	if tt.setup != nil {
 		tt.setup(l)
 	}
-	dirs := make([]string, tt.receivers)
+	hosts := l.Hosts[1:]
+	if tt.idleFirst {
+		hosts = hosts[1:]
+	}
+	dirs := make([]string, len(hosts))
 	for i := range dirs {
 		dirs[i] = filepath.Join(t.TempDir(), "dst")
 	}
@@ -187,7 +195,7 @@ func (tt transferTest) run(t *testing.T, want lab.Tree, paths []string) *lab.Tra
 	tr := lab.Transfer{
 		MCP:       mcpBin,
 		Sender:    l.Hosts[0],
-		Receivers: l.Hosts[1:],
+		Receivers: hosts,
 		Dirs:      dirs,
 		Late:      tt.late,
 		Paths:     paths,
@@ -221,7 +229,7 @@ func (tt transferTest) run(t *testing.T, want lab.Tree, paths []string) *lab.Tra
 		tt.after(l)
 	}
 	t.Logf("rate %s, %d receivers, loss %.1f%%: %s", tt.rate, tt.receivers, float64(tt.lossPer)/10, res.Summary(want.Bytes()))
-	for i, h := range l.Hosts[1:] {
+	for i, h := range hosts {
 		if tt.lossPer > 0 {
 			n, err := h.Dropped()
 			if err != nil {
