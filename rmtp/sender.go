@@ -361,6 +361,10 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 					break
 				}
 				cut = s.rc.lossCut(now, s.grtt.grtt, p.Status.LossPermille)
+				if s.debug {
+					s.cfg.Logger.Debug("loss report", "receiver", p.Source, "permille", p.Status.LossPermille,
+						"action", lossCutFor.String(), "rate_changed", cut, "rate_bps", s.rc.rate)
+				}
 			case s.ended && p.Status.Flags&wire.StatusPassLoss != 0 && p.Status.LossPermille > catchUpPermille:
 				// Policy leave: a receiver that left the first pass asks
 				// for the rest; repair at what its path took. Only its
