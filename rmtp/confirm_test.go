@@ -84,3 +84,51 @@ func TestConfirmedWaits(t *testing.T) {
 		t.Error("receivers not done")
 	}
 }
+
+// TestConfirmedTailEndsRepeats: once a confirmed sender has every
+// completion it expected, its last TAIL (TailConfirmed) reaches the
+// receivers, and they stop repeating their completion reports at once
+// instead of after completionRepeats more, statusGap apart.
+func TestConfirmedTailEndsRepeats(t *testing.T) {
+	for _, lose := range []bool{false, true} {
+		file := randBytes(22, 1<<20)
+		w := newWorld(t, 22, 3, rmtp.SenderConfig{Mode: wire.ModeConfirmed, Expect: 3, Linger: 30 * time.Second}, file)
+		heard := 0
+		w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+			if p.Type == wire.TypeTail && p.Tail.Flags&wire.TailConfirmed != 0 {
+				if p.Tail.Flags&wire.TailEnd == 0 {
+					t.Errorf("TailConfirmed without TailEnd")
+				}
+				heard++
+				return lose
+			}
+			return false
+		}
+		if err := w.sim.Run(func() bool { return w.sender.Done(w.sim.Now) }, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		done := w.sim.Now
+		w.sim.Refresh() // Done, called here, made the last TAIL due
+		if err := w.sim.Run(func() bool {
+			for _, r := range w.receivers {
+				if r.Reporting() {
+					return false
+				}
+			}
+			return true
+		}, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		w.check(t)
+		took := w.sim.Now.Sub(done)
+		t.Logf("lost %v: the TailConfirmed TAIL reached %d receivers; the last stopped reporting %v after the sender was done", lose, heard, took)
+		switch {
+		case heard != 3:
+			t.Errorf("lost %v: the TailConfirmed TAIL went to %d receivers, want 3", lose, heard)
+		case !lose && took >= 20*time.Millisecond:
+			t.Errorf("receivers kept reporting %v after the sender's TailConfirmed, want less than the shortest repeat gap (20 ms)", took)
+		case lose && took < 20*time.Millisecond:
+			t.Errorf("with the TailConfirmed TAIL lost the receivers stopped after %v: their repeats are not what ended them", took)
+		}
+	}
+}

@@ -100,9 +100,12 @@
 //     sender that wrote until its pacer ran dry read no NAK for seconds,
 //     which the GRTT estimate took for a 1.2 s round trip.
 //   - Confirmed mode (SenderConfig.Expect) ends the sender when Expect
-//     receivers have reported, not on linger. Receivers cannot know their
-//     report was heard (there is no ACK), so each sends it three times,
-//     4 GRTTs (20-250 ms) apart; the sender counts a source once.
+//     receivers have reported, not on linger. A receiver cannot know its
+//     own report was heard (there is no ACK per receiver), so each sends
+//     it three times, 4 GRTTs (20-250 ms) apart; the sender counts a
+//     source once. When it has all Expect, its last TAIL carries
+//     TailConfirmed, and receivers that are complete stop repeating and
+//     exit then (121 ms after completing in the lab before, 4 ms with it).
 //   - The GRTT estimate moves each interval (50-500 ms, at least 3
 //     samples) to the interval's 75th percentile, at most doubling, down
 //     by a quarter of the gap (grtt.go): a peak-hold estimate followed

@@ -419,6 +419,12 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 		r.noteAdvert(now, from, p.Source, &p.Advert) // receiver_tree.go
 		return
 	}
+	if r.done && p.Type == wire.TypeTail && p.Session == r.session && p.Tail.Flags&wire.TailConfirmed != 0 {
+		// The sender has every completion it waited for (send
+		// --expect): ours need not be repeated.
+		r.statusRepeats = 0
+		return
+	}
 	if r.done || r.err != nil {
 		return
 	}

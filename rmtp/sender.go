@@ -106,6 +106,7 @@ type Sender struct {
 	nextAnnnc   time.Time
 	announced   int
 	finished    bool // Done has reported true: nothing more to do
+	confirmSent bool // the last TAIL, with TailConfirmed, has gone (Expect)
 	nextTail    time.Time
 	stats       SenderStats
 	err         error
@@ -433,6 +434,9 @@ func (s *Sender) HandleTimer(now time.Time) {
 
 // NextDeadline returns when HandleTimer or AppendOutgoing next has work.
 func (s *Sender) NextDeadline() time.Time {
+	if s.finished && s.err == nil && s.cfg.Expect > 0 && !s.confirmSent {
+		return s.lastOut // the TailConfirmed TAIL is due
+	}
 	if s.finished || s.err != nil {
 		return time.Time{}
 	}
@@ -462,6 +466,14 @@ func (s *Sender) NextDeadline() time.Time {
 
 // AppendOutgoing appends packets that may go at now, up to cap(dst).
 func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
+	if s.finished && s.err == nil && s.cfg.Expect > 0 && !s.confirmSent && len(dst) < cap(dst) {
+		// Every expected receiver confirmed: one last TAIL says so, and
+		// the complete receivers stop repeating their reports and exit
+		// (they repeat completionRepeats times, statusGap apart: 0.1 s
+		// in the lab, each transfer's wall time until their exit).
+		s.confirmSent = true
+		return s.appendControl(dst, wire.TypeTail, now)
+	}
 	if s.err != nil || s.finished {
 		return dst // a finished sender sends nothing more
 	}
@@ -542,6 +554,9 @@ func (s *Sender) appendControl(dst []Datagram, t wire.Type, now time.Time) []Dat
 		if s.ended {
 			tl.Flags = wire.TailEnd
 			tl.Object, tl.Block = uint32(len(s.sizes)), 0
+		}
+		if s.finished && s.cfg.Expect > 0 {
+			tl.Flags |= wire.TailConfirmed
 		}
 		b = tl.Append(b)
 	}

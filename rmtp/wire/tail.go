@@ -28,8 +28,12 @@ const TailSize = 24
 
 // TAIL flags.
 const (
-	TailEnd        uint8 = 1 << 0 // end of stream: all data has been sent
-	tailFlagsKnown       = TailEnd
+	TailEnd uint8 = 1 << 0 // end of stream: all data has been sent
+	// TailConfirmed, with TailEnd: the sender has the completion
+	// reports of every receiver it expected (send --expect) and leaves;
+	// a receiver that is complete stops repeating its own.
+	TailConfirmed  uint8 = 1 << 1
+	tailFlagsKnown       = TailEnd | TailConfirmed
 )
 
 // Tail is the sender's heartbeat.

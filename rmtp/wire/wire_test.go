@@ -59,6 +59,9 @@ func samplePackets() []struct {
 		{"tail", wire.Packet{Header: testHeader(wire.TypeTail), Tail: wire.Tail{
 			Flags: wire.TailEnd, Object: 12, Block: 0, Timestamp: 1_732_000_000_123_456_789, GRTTMicros: 25_000,
 		}}},
+		{"tail confirmed", wire.Packet{Header: testHeader(wire.TypeTail), Tail: wire.Tail{
+			Flags: wire.TailEnd | wire.TailConfirmed, Object: 12, Block: 0, Timestamp: 1_732_000_000_123_456_790, GRTTMicros: 25_000,
+		}}},
 		{"nak", wire.Packet{Header: testHeader(wire.TypeNAK), NAK: wire.NAK{
 			EchoTimestamp: 1_732_000_000_123_456_789, EchoDelayMicros: 1_500,
 			Entries: []wire.NAKEntry{
@@ -494,7 +497,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"data payload max+1", append(sample(t, "data")[:hs+wire.DataHeaderSize], make([]byte, wire.MaxSymbolSize+1)...), wire.ReasonRange},
 
 		{"tail trailing", edit(t, "tail", appendBytes(0)), wire.ReasonTrailing},
-		{"tail flag bit 1", edit(t, "tail", set(hs+0, 1<<1)), wire.ReasonReserved},
+		{"tail flag bit 2", edit(t, "tail", set(hs+0, 1<<2)), wire.ReasonReserved},
 		{"tail reserved byte 1", edit(t, "tail", set(hs+1, 1)), wire.ReasonReserved},
 		{"tail reserved byte 3", edit(t, "tail", set(hs+3, 0x80)), wire.ReasonReserved},
 
