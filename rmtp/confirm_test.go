@@ -44,14 +44,7 @@ func TestConfirmedExpect(t *testing.T) {
 		t.Errorf("the sender took %v; it should end on the reports, not the 30 s linger", took)
 	}
 	// Every repeat goes out, and none counts twice.
-	if err := w.sim.Run(func() bool {
-		for _, r := range w.receivers {
-			if r.Reporting() {
-				return false
-			}
-		}
-		return true
-	}, time.Second); err != nil {
+	if err := w.sim.Run(w.noneReporting, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	for range 100 {
@@ -109,14 +102,7 @@ func TestConfirmedTailEndsRepeats(t *testing.T) {
 		}
 		done := w.sim.Now
 		w.sim.Refresh() // Done, called here, made the last TAIL due
-		if err := w.sim.Run(func() bool {
-			for _, r := range w.receivers {
-				if r.Reporting() {
-					return false
-				}
-			}
-			return true
-		}, time.Second); err != nil {
+		if err := w.sim.Run(w.noneReporting, time.Second); err != nil {
 			t.Fatal(err)
 		}
 		w.check(t)
@@ -131,4 +117,15 @@ func TestConfirmedTailEndsRepeats(t *testing.T) {
 			t.Errorf("with the TailConfirmed TAIL lost the receivers stopped after %v: their repeats are not what ended them", took)
 		}
 	}
+}
+
+// noneReporting reports whether every receiver has stopped repeating its
+// completion report.
+func (w *world) noneReporting() bool {
+	for _, r := range w.receivers {
+		if r.Reporting() {
+			return false
+		}
+	}
+	return true
 }
