@@ -117,15 +117,17 @@ func newRateControl(capBits float64, fixed, wait, auto bool, now time.Time) rate
 }
 
 // noteSent tells the rate control how many bytes have been sent by now,
-// and whether first-pass data was waiting to be sent (busy).
-func (c *rateControl) noteSent(now time.Time, total uint64, busy bool) {
+// and whether first-pass data was waiting to be sent (busy); it reports
+// whether that closed a window of autoSentWindow (achieved is new).
+func (c *rateControl) noteSent(now time.Time, total uint64, busy bool) bool {
 	c.busy = c.busy && busy
 	if c.fixed || now.Sub(c.sentAt) < autoSentWindow {
-		return
+		return false
 	}
 	c.achieved = float64(total-c.sentBytes) * 8 / now.Sub(c.sentAt).Seconds()
 	c.busyAchieved = c.busy
 	c.sentAt, c.sentBytes, c.busy = now, total, busy
+	return true
 }
 
 // congested handles a receiver's congestion report; it reports whether

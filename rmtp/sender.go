@@ -341,30 +341,27 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 					s.lone.known(p.Source)
 					break
 				}
+				act, changed := lossCutFor, false
 				if s.cfg.SlowPolicy == SlowLeave {
-					act, changed := leaveReport(now, s.grtt.grtt, &s.rc, &s.lone, p.Source, p.Status.LossPermille)
-					switch act {
-					case lossIgnored:
-						s.stats.LossIgnored++
-						if changed {
-							s.pace.refill(now)
-							s.pace.setRate(s.rc.rate)
-						}
-					case lossPending:
-						s.stats.LossPending++
-					default:
-						cut = changed
-					}
-					if s.debug {
-						s.cfg.Logger.Debug("loss report", "receiver", p.Source, "permille", p.Status.LossPermille,
-							"action", act.String(), "rate_changed", changed, "rate_bps", s.rc.rate)
-					}
-					break
+					act, changed = leaveReport(now, s.grtt.grtt, &s.rc, &s.lone, p.Source, p.Status.LossPermille)
+				} else {
+					changed = s.rc.lossCut(now, s.grtt.grtt, p.Status.LossPermille)
 				}
-				cut = s.rc.lossCut(now, s.grtt.grtt, p.Status.LossPermille)
+				switch act {
+				case lossIgnored:
+					s.stats.LossIgnored++
+					if changed {
+						s.pace.refill(now)
+						s.pace.setRate(s.rc.rate)
+					}
+				case lossPending:
+					s.stats.LossPending++
+				default:
+					cut = changed
+				}
 				if s.debug {
 					s.cfg.Logger.Debug("loss report", "receiver", p.Source, "permille", p.Status.LossPermille,
-						"action", lossCutFor.String(), "rate_changed", cut, "rate_bps", s.rc.rate)
+						"action", act.String(), "rate_changed", changed, "rate_bps", s.rc.rate)
 				}
 			case s.ended && p.Status.Flags&wire.StatusPassLoss != 0 && p.Status.LossPermille > catchUpPermille:
 				// Policy leave: a receiver that left the first pass asks
@@ -432,10 +429,19 @@ func (s *Sender) HandleTimer(now time.Time) {
 	s.rep.HandleTimer(now)
 }
 
+// confirmDue reports whether the last TAIL, with TailConfirmed, is due:
+// every expected receiver confirmed, and the TAIL says so, so that the
+// complete receivers stop repeating their reports and exit (they repeat
+// completionRepeats times, statusGap apart: 0.1 s in the lab, each
+// transfer's wall time until their exit).
+func (s *Sender) confirmDue() bool {
+	return s.finished && s.err == nil && s.cfg.Expect > 0 && !s.confirmSent
+}
+
 // NextDeadline returns when HandleTimer or AppendOutgoing next has work.
 func (s *Sender) NextDeadline() time.Time {
-	if s.finished && s.err == nil && s.cfg.Expect > 0 && !s.confirmSent {
-		return s.lastOut // the TailConfirmed TAIL is due
+	if s.confirmDue() {
+		return s.lastOut
 	}
 	if s.finished || s.err != nil {
 		return time.Time{}
@@ -466,11 +472,7 @@ func (s *Sender) NextDeadline() time.Time {
 
 // AppendOutgoing appends packets that may go at now, up to cap(dst).
 func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
-	if s.finished && s.err == nil && s.cfg.Expect > 0 && !s.confirmSent && len(dst) < cap(dst) {
-		// Every expected receiver confirmed: one last TAIL says so, and
-		// the complete receivers stop repeating their reports and exit
-		// (they repeat completionRepeats times, statusGap apart: 0.1 s
-		// in the lab, each transfer's wall time until their exit).
+	if s.confirmDue() && len(dst) < cap(dst) {
 		s.confirmSent = true
 		return s.appendControl(dst, wire.TypeTail, now)
 	}
@@ -493,9 +495,7 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		s.nextTail = now.Add(s.cfg.TailInterval)
 	}
 	s.pace.refill(now)
-	at := s.rc.sentAt
-	s.rc.noteSent(now, s.stats.BytesSent, !s.ended && !now.Before(s.dataAt))
-	if s.debug && s.rc.auto && s.rc.sentAt != at {
+	if s.rc.noteSent(now, s.stats.BytesSent, !s.ended && !now.Before(s.dataAt)) && s.debug && s.rc.auto {
 		s.cfg.Logger.Debug("rate", "rate_bps", s.rc.rate, "achieved_bps", s.rc.achieved)
 	}
 	if s.rc.climb(now) {

@@ -174,20 +174,19 @@ func (r *Receiver) reportLoss(now time.Time, permille uint16) {
 	if permille == 0 {
 		return
 	}
+	// Under rate auto and policy leave it stays quiet only once two peers
+	// reported at least its loss within the interval: the sender tells
+	// loss that one receiver alone has from the group's by whether a
+	// second receiver reports (autorate.go), and a queue at the sender's
+	// uplink drops the same packets for every receiver behind it, so that
+	// with one report enough, the first receiver to report would silence
+	// the rest, and its reports would be taken for its alone. Under
+	// policy wait one is enough: the sender cuts for whoever reports.
 	if now.Before(r.peerLossTo) && r.peerLoss >= permille && (r.wait || !r.auto || r.peerTwo) {
 		return
 	}
 	r.queueLoss(permille, 0)
 }
-
-// Under rate auto and policy leave a receiver stays quiet only once two
-// peers reported at least its loss within the interval: the sender
-// tells loss that one receiver alone has from the group's by whether a
-// second receiver reports (autorate.go), and a queue at the sender's
-// uplink drops the same packets for every receiver behind it, so that
-// with one report enough, the first receiver to report would silence the
-// rest, and its reports would be taken for its alone. Under policy wait
-// one report is enough: the sender cuts for whoever reports.
 
 // queueLoss queues a STATUS with StatusLoss and flags.
 func (r *Receiver) queueLoss(permille uint16, flags uint8) {

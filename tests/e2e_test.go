@@ -228,7 +228,7 @@ func (tt transferTest) run(t *testing.T, want lab.Tree, paths []string) *lab.Tra
 	if tt.after != nil {
 		tt.after(l)
 	}
-	t.Logf("rate %s, %d receivers, loss %.1f%%: %s", tt.rate, tt.receivers, float64(tt.lossPer)/10, res.Summary(want.Bytes()))
+	t.Logf("rate %s, %d receivers, loss %.1f%%: %s", tt.rate, len(hosts), float64(tt.lossPer)/10, res.Summary(want.Bytes()))
 	for i, h := range hosts {
 		if tt.lossPer > 0 {
 			n, err := h.Dropped()
