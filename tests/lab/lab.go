@@ -19,6 +19,10 @@
 //
 // Each host's veth cuts UDP GSO buffers into datagrams as they leave it
 // (segmentUDP), so loss and per-packet costs are those of a real wire.
+// The bridge forwards as a switch does: where the br_netfilter module is
+// loaded (it makes every bridged frame pass the bridge namespace's IP
+// hooks, once per port a multicast frame is flooded to), the lab turns
+// that off in its bridge namespace (Options.BridgeNetfilter keeps it).
 //
 // With Options.GRO each host's eth0 also coalesces what it receives, as a
 // NIC's driver does (generic receive offload; a veth does it only when
@@ -80,6 +84,14 @@ type Options struct {
 	// comes before ShapeDown's token bucket on the same port (without GRO
 	// after it): frames lost do not take shaped bandwidth. Start only.
 	GRO bool
+	// BridgeNetfilter keeps the kernel's default for bridged frames
+	// (br_netfilter, where loaded, passes every frame the bridge forwards
+	// through the bridge namespace's IPv4, IPv6 and ARP hooks, once per
+	// port a multicast frame is flooded to). Off, the default, sets
+	// net.bridge.bridge-nf-call-{iptables,ip6tables,arptables} to 0 in the
+	// bridge namespace, so the bridge forwards as a switch does, without
+	// the host firewall's per-frame work. Start only.
+	BridgeNetfilter bool
 }
 
 // Lab is a bridge namespace and its hosts. Its methods are safe for
@@ -241,6 +253,11 @@ func (l *Lab) build(opts Options) error {
 			return err
 		}
 	}
+	if !opts.BridgeNetfilter {
+		if err := switchLike(br); err != nil {
+			return err
+		}
+	}
 	for i := range opts.Hosts {
 		h := &Host{
 			Lab:   l,
@@ -281,6 +298,21 @@ func (l *Lab) build(opts Options) error {
 			}
 		}
 		l.Hosts = append(l.Hosts, h)
+	}
+	return nil
+}
+
+// switchLike stops br_netfilter from passing the frames the bridge in
+// namespace ns forwards through that namespace's IP and ARP hooks
+// (Options.BridgeNetfilter). Without the br_netfilter module the sysctls
+// do not exist and there is nothing to turn off.
+func switchLike(ns string) error {
+	for _, f := range []string{"iptables", "ip6tables", "arptables"} {
+		path := "/proc/sys/net/bridge/bridge-nf-call-" + f
+		out, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "[ ! -e "+path+" ] || echo 0 > "+path).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("turning off %s in %s: %v: %s", path, ns, err, bytes.TrimSpace(out))
+		}
 	}
 	return nil
 }

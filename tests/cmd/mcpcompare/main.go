@@ -81,6 +81,7 @@ type config struct {
 	timeout     time.Duration
 	out, work   string
 	gro         bool // lab.Options.GRO: hosts receive like NICs
+	brnf        bool // lab.Options.BridgeNetfilter: bridged frames through the host firewall's hooks
 }
 
 // defaultMCPRate is mcp's --rate unless MCP_RATE says otherwise: "tune"
@@ -111,6 +112,7 @@ func run() (int, error) {
 	flag.DurationVar(&c.timeout, "timeout", 0, "bound on one transfer (default: the file at 25 Mbit/s, at least 60s; env CELL_TIMEOUT)")
 	flag.StringVar(&c.out, "out", lab.EnvOr("OUT", ""), "output directory (env OUT; default tests/results/compare-<date>)")
 	flag.StringVar(&c.work, "work", lab.EnvOr("WORK", ""), "directory for the files and copies (default: a new temporary one)")
+	flag.BoolVar(&c.brnf, "brnf", lab.EnvOr("LAB_BRNF", "") == "1", "keep the kernel's br_netfilter default in the bridge namespace: every forwarded frame passes its IP hooks, once per port (lab.Options.BridgeNetfilter; env LAB_BRNF=1)")
 	flag.BoolVar(&c.gro, "gro", lab.EnvOr("LAB_GRO", "") == "1", "hosts' interfaces coalesce what they receive (GRO) as NICs do, and loss is applied on the bridge (lab.Options.GRO; env LAB_GRO=1)")
 	sweep := flag.Bool("sweep", false, "only delete namespaces left by dead lab processes, and exit")
 	flag.Parse()
@@ -300,7 +302,7 @@ func compare(ctx context.Context, c *config) (int, error) {
 // runN builds a lab of one sender and n receivers, applies the setting,
 // tunes the baselines and runs every cell of that N.
 func runN(ctx context.Context, c *config, setting string, n int, withSlow bool, src, tune string, sums map[string][32]byte) ([]*cell, error) {
-	l, err := lab.Start(lab.Options{Hosts: n + 1, GRO: c.gro, Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})
+	l, err := lab.Start(lab.Options{Hosts: n + 1, GRO: c.gro, BridgeNetfilter: c.brnf, Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})
 	if err != nil {
 		return nil, err
 	}
