@@ -3,12 +3,15 @@ package rmtp
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -219,12 +222,48 @@ func (s *FileStore) WriteAt(obj uint32, p []byte, off int64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteAt(p, off); err != nil {
+	if err := pwrite(f, p, off); err != nil {
 		if errors.Is(err, unix.ENOSPC) {
 			return fmt.Errorf("no space left in %s writing %s: free space and receive again", s.dir, s.m.Entries[s.objs[obj-1]].Path)
 		}
 		return fmt.Errorf("write %s: %w", s.m.Entries[s.objs[obj-1]].Path, err)
 	}
+	return nil
+}
+
+// pwrite writes all of p to f at off. On 64-bit systems it calls
+// pwrite(2) raw, without telling the Go scheduler (unix.RawSyscall6), as
+// the polled data socket's recvmmsg does (polled.go, "Raw system calls"):
+// a receiver writes each block, 90-180 KiB, in one call long enough that
+// the runtime's monitor takes the processor away in the middle and wakes
+// another thread to look for work, which with GOMAXPROCS=1 finds none.
+// Measured in the comparison lab (8 receivers, 256 MiB, setting A, three
+// alternating runs): receiver CPU 0.69 s against 0.76 s with the write
+// through os.File. The store is used by one goroutine, so f is not closed
+// under the call. A write that blocks (a slow disk, dirty-page throttling)
+// holds the receiver's one processor meanwhile; its engine, which made
+// the call, waits for it either way, and the data socket's buffer takes
+// what arrives.
+func pwrite(f *os.File, p []byte, off int64) error {
+	if unsafe.Sizeof(uintptr(0)) < 8 {
+		_, err := f.WriteAt(p, off) // the offset does not fit one register
+		return err
+	}
+	fd := f.Fd()
+	for len(p) > 0 {
+		n, _, errno := unix.RawSyscall6(unix.SYS_PWRITE64, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), uintptr(off), 0, 0)
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case errno != 0:
+			return errno
+		case n == 0:
+			return io.ErrShortWrite
+		}
+		p = p[n:]
+		off += int64(n)
+	}
+	runtime.KeepAlive(f)
 	return nil
 }
 

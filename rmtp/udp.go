@@ -795,7 +795,8 @@ func (c *UDPConn) Load() (SocketLoad, error) {
 	var serr error
 	cerr := c.controlFD(func(fd uintptr) {
 		size := uint32(unsafe.Sizeof(info))
-		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, soMeminfo,
+		// Raw: it never blocks (polled.go, "Raw system calls").
+		_, _, errno := unix.RawSyscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, soMeminfo,
 			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
 		if errno != 0 {
 			serr = errno
