@@ -198,7 +198,7 @@ func (c *UDPConn) writeBatchGSO(ms []Datagram) (int, error) {
 			i = j
 		}
 		if nmsg > 0 {
-			n, err := c.bc.WriteBatch(g.gmsgs[:nmsg], 0)
+			n, err := c.writeMsgs(g.gmsgs[:nmsg])
 			n = max(n, 0)
 			for k := range n {
 				sent += g.segs[k][1]

@@ -128,6 +128,7 @@ type UDPConn struct {
 	readMu sync.Mutex
 	rmsgs  []ipv4.Message // guarded by readMu; each has one Buffers slot
 	mr     *mmsgReader    // guarded by readMu; IPv4 reads (nil for IPv6)
+	mw     *mmsgWriter    // guarded by writeMu; IPv4 writes (nil for IPv6)
 
 	polled *polledFD    // set if reads bypass the runtime poller (polled.go)
 	gso    gsoState     // guarded by writeMu (gso.go)
@@ -185,6 +186,10 @@ func OpenUDP(cfg SocketConfig) (*UDPConn, error) {
 		return nil, fmt.Errorf("socket %s on %s: %w", c.local, ifi.Name, err)
 	}
 	c.wmsgs = newMessages(udpMaxBatch)
+	if c.mw, err = newMmsgWriter(conn, udpMaxBatch); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("socket %s on %s: %w", c.local, ifi.Name, err)
+	}
 	c.logger = log
 	if cfg.GSO {
 		c.enableGSO()
@@ -669,7 +674,7 @@ func (c *UDPConn) writeBatchPlain(ms []Datagram) (int, error) {
 			msgs[i].Addr = ua
 		}
 		if len(msgs) > 0 {
-			n, err := c.bc.WriteBatch(msgs, 0)
+			n, err := c.writeMsgs(msgs)
 			n = max(n, 0) // x/net returns -1 with an error
 			sent += n
 			if err != nil {
