@@ -585,10 +585,11 @@ func (c *UDPConn) mmsgRead(m *mmsgReader, n int) (int, error) {
 }
 
 // recv is the RawConn.Read callback: false asks to wait for the socket to
-// become readable.
+// become readable. The call is raw and never blocks (MSG_DONTWAIT; see
+// "Raw system calls" in polled.go).
 func (m *mmsgReader) recv(fd uintptr) bool {
 	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.want), 0, 0, 0)
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.want), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case unix.EINTR:
 			continue
