@@ -23,6 +23,7 @@
 #   OUT           results directory                               (default tests/results/compare-<date>)
 #   WORK          directory for the file and the copies           (default: a temporary one)
 #   LAB_GRO       1: hosts coalesce what they receive (GRO) as NICs do, loss on the bridge (default: off, plain veths)
+#   LAB_BRNF      1: keep the kernel's br_netfilter default in the bridge namespace (every bridged frame through its IP hooks, once per port); default: off, the bridge forwards as a switch does
 #   MCP_DUMP      a directory: keep each mcp transfer's stderr logs and JSON documents there, one mcp-* directory per transfer
 #
 # It installs the baselines if they are missing (Debian packages udpcast
