@@ -501,49 +501,48 @@ func (c *UDPConn) readBatchMmsg(ms []Datagram) (int, error) {
 	return n, nil
 }
 
-// mmsgReader calls recvmmsg on an IPv4 socket into preallocated headers,
-// with source addresses written to preallocated sockaddrs: x/net's
-// ReadBatch allocates a *net.UDPAddr and its net.IP for every datagram.
-// It is owned by the UDPConn's reader (readMu).
-type mmsgReader struct {
+// mmsgCall is the preallocated state of raw recvmmsg or sendmmsg calls
+// on an IPv4 socket (mmsgReader, mmsgWriter): headers, iovecs and
+// sockaddrs, and the call's arguments and results. The call is raw and
+// never blocks (MSG_DONTWAIT; see "Raw system calls" in polled.go): an
+// empty or full socket waits in the runtime poller.
+type mmsgCall struct {
 	rc    syscall.RawConn // cached: SyscallConn allocates
+	trap  uintptr         // SYS_RECVMMSG or SYS_SENDMMSG
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
-	// The call's arguments and results, for recv; recvFn is recv bound
-	// once, so RawConn.Read gets no new closure per call.
-	want   int
-	got    int
-	errno  syscall.Errno
-	recvFn func(fd uintptr) bool
+	// The call's arguments and results; fn is call bound once, so
+	// RawConn.Read and Write get no new closure per call.
+	want  int
+	got   int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
 }
 
-func newMmsgReader(conn *net.UDPConn, n int) (*mmsgReader, error) {
+func newMmsgCall(conn *net.UDPConn, trap uintptr, n, iovs int) (mmsgCall, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
-		return nil, err
+		return mmsgCall{}, err
 	}
-	m := &mmsgReader{
+	return mmsgCall{
 		rc:    rc,
+		trap:  trap,
 		hdrs:  make([]unix.Mmsghdr, n),
-		iovs:  make([]unix.Iovec, n),
+		iovs:  make([]unix.Iovec, iovs),
 		names: make([]unix.RawSockaddrInet4, n),
-	}
-	m.recvFn = m.recv
-	return m, nil
+	}, nil
 }
 
-// set points message i at buf and, if oob is not nil, a control buffer.
-func (m *mmsgReader) set(i int, buf, oob []byte) {
+// point sets message i's header: niov iovecs from iovs[first], its
+// sockaddr, and oob as control data if it is not empty.
+func (m *mmsgCall) point(i, first, niov int, oob []byte) {
 	h := &m.hdrs[i].Hdr
-	m.iovs[i] = unix.Iovec{}
-	if len(buf) > 0 {
-		m.iovs[i].Base = &buf[0]
-		m.iovs[i].SetLen(len(buf))
+	h.Iov = nil
+	if niov > 0 {
+		h.Iov = &m.iovs[first]
 	}
-	h.Iov = &m.iovs[i]
-	h.SetIovlen(1)
-	m.names[i].Family = 0 // source() trusts only a name the kernel wrote
+	h.SetIovlen(niov)
 	h.Name = (*byte)(unsafe.Pointer(&m.names[i]))
 	h.Namelen = unix.SizeofSockaddrInet4
 	h.Control, h.Controllen = nil, 0
@@ -555,41 +554,42 @@ func (m *mmsgReader) set(i int, buf, oob []byte) {
 	m.hdrs[i].Len = 0
 }
 
-// reset drops the pointers to the caller's buffers in messages 0..n-1.
-func (m *mmsgReader) reset(n int) {
-	for i := range n {
-		m.iovs[i] = unix.Iovec{}
-		m.hdrs[i].Hdr.Control = nil
+// setIov points iovec i at buf.
+func (m *mmsgCall) setIov(i int, buf []byte) {
+	m.iovs[i] = unix.Iovec{}
+	if len(buf) > 0 {
+		m.iovs[i].Base = &buf[0]
+		m.iovs[i].SetLen(len(buf))
 	}
 }
 
-// read receives into messages 0..n-1, blocking until at least one
-// datagram arrives, and returns how many did.
-func (m *mmsgReader) read(n int) (int, error) {
+// run makes the call on messages 0..n-1 through RawConn.Read (write
+// false) or Write, and returns how many messages it took; op names it in
+// an error.
+func (m *mmsgCall) run(n int, write bool, op string) (int, error) {
+	if m.fn == nil {
+		m.fn = m.call
+	}
 	m.want, m.got, m.errno = n, 0, 0
-	if err := m.rc.Read(m.recvFn); err != nil {
+	var err error
+	if write {
+		err = m.rc.Write(m.fn)
+	} else {
+		err = m.rc.Read(m.fn)
+	}
+	if err != nil {
 		return 0, err
 	}
 	if m.errno != 0 {
-		return 0, os.NewSyscallError("recvmmsg", m.errno)
+		return 0, os.NewSyscallError(op, m.errno)
 	}
 	return m.got, nil
 }
 
-// mmsgRead is m.read, or readPolled on a polled socket; readMu is held.
-func (c *UDPConn) mmsgRead(m *mmsgReader, n int) (int, error) {
-	if c.polled != nil {
-		return c.readPolled(m, n)
-	}
-	return m.read(n)
-}
-
-// recv is the RawConn.Read callback: false asks to wait for the socket to
-// become readable. The call is raw and never blocks (MSG_DONTWAIT; see
-// "Raw system calls" in polled.go).
-func (m *mmsgReader) recv(fd uintptr) bool {
+// call is the RawConn callback: false asks to wait for the socket.
+func (m *mmsgCall) call(fd uintptr) bool {
 	for {
-		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.want), unix.MSG_DONTWAIT, 0, 0)
+		n, _, errno := unix.RawSyscall6(m.trap, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.want), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case unix.EINTR:
 			continue
@@ -602,6 +602,47 @@ func (m *mmsgReader) recv(fd uintptr) bool {
 		}
 		return true
 	}
+}
+
+// mmsgReader calls recvmmsg on an IPv4 socket into preallocated headers,
+// with source addresses written to preallocated sockaddrs: x/net's
+// ReadBatch allocates a *net.UDPAddr and its net.IP for every datagram.
+// It is owned by the UDPConn's reader (readMu).
+type mmsgReader struct{ mmsgCall }
+
+func newMmsgReader(conn *net.UDPConn, n int) (*mmsgReader, error) {
+	c, err := newMmsgCall(conn, unix.SYS_RECVMMSG, n, n)
+	if err != nil {
+		return nil, err
+	}
+	return &mmsgReader{c}, nil
+}
+
+// set points message i at buf and, if oob is not nil, a control buffer.
+func (m *mmsgReader) set(i int, buf, oob []byte) {
+	m.setIov(i, buf)
+	m.names[i].Family = 0 // source() trusts only a name the kernel wrote
+	m.point(i, i, 1, oob)
+}
+
+// reset drops the pointers to the caller's buffers in messages 0..n-1.
+func (m *mmsgReader) reset(n int) {
+	for i := range n {
+		m.iovs[i] = unix.Iovec{}
+		m.hdrs[i].Hdr.Control = nil
+	}
+}
+
+// read receives into messages 0..n-1, blocking until at least one
+// datagram arrives, and returns how many did.
+func (m *mmsgReader) read(n int) (int, error) { return m.run(n, false, "recvmmsg") }
+
+// mmsgRead is m.read, or readPolled on a polled socket; readMu is held.
+func (c *UDPConn) mmsgRead(m *mmsgReader, n int) (int, error) {
+	if c.polled != nil {
+		return c.readPolled(m, n)
+	}
+	return m.read(n)
 }
 
 // source returns the source address of message i.
