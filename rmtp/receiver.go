@@ -397,6 +397,41 @@ func (r *Receiver) NoteLoad(now time.Time, l SocketLoad) {
 	})
 }
 
+// debugWindowFull logs, once per 100 window_full drops, what holds the
+// window: the incomplete blocks by NAK state and retries, how far behind
+// the dropped block the oldest one is, and the data socket's queue.
+func (r *Receiver) debugWindowFull(dropped blockKey) {
+	if r.stats.Drops["window_full"]%100 != 1 {
+		return
+	}
+	var idle, backoff, holdoff, retried, empty int
+	oldest := dropped
+	for key, b := range r.blocks {
+		if b.data == nil {
+			empty++
+			continue
+		}
+		switch b.state {
+		case stateIdle:
+			idle++
+		case stateBackoff:
+			backoff++
+		case stateHoldoff:
+			holdoff++
+		}
+		if b.retries > 0 {
+			retried++
+		}
+		if key.obj < oldest.obj || key.obj == oldest.obj && key.blk < oldest.blk {
+			oldest = key
+		}
+	}
+	r.cfg.Logger.Debug("window full", "drops", r.stats.Drops["window_full"], "block", dropped.blk,
+		"window_bytes", r.window, "reserved_bytes", r.reservedBytes, "idle", idle, "backoff", backoff,
+		"holdoff", holdoff, "retried", retried, "no_data", empty, "oldest_block", oldest.blk,
+		"grtt_ms", r.grtt.Seconds()*1e3, "socket_queued", r.load.Queued, "socket_capacity", r.load.Capacity)
+}
+
 // congInterval is the least time between two congestion reports of one
 // receiver, and how long a peer's report silences it.
 func (r *Receiver) congInterval() time.Duration { return max(r.grtt, 10*time.Millisecond) }
@@ -635,6 +670,9 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 			r.reservedBytes -= need
 		} else if r.window+r.reservedBytes+need > r.cfg.WindowBytes {
 			r.Drop("window_full")
+			if r.debug {
+				r.debugWindowFull(key)
+			}
 			return
 		}
 		r.window += need
