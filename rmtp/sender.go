@@ -406,6 +406,9 @@ func (s *Sender) echo(now time.Time, ts uint64, delayMicros uint32) {
 	if rtt > 0 && rtt < 2*MaxGRTT {
 		if s.grtt.sample(now, rtt) {
 			s.rep.SetGRTT(s.grtt.grtt)
+			if s.debug {
+				s.cfg.Logger.Debug("grtt", "grtt_ms", s.grtt.grtt.Seconds()*1e3)
+			}
 		}
 	}
 }
