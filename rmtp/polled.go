@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,12 +107,10 @@ func (c *UDPConn) readPolled(m *mmsgReader, n int) (int, error) {
 		if c.closed.Load() {
 			return 0, net.ErrClosed
 		}
-		r, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(p.fd), uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
+		m.want, m.got = n, 0
+		switch errno := m.try(uintptr(p.fd)); errno {
 		case 0:
-			return int(r), nil
-		case unix.EINTR:
-			continue
+			return m.got, nil
 		case unix.EAGAIN:
 		default:
 			return 0, os.NewSyscallError("recvmmsg", errno)

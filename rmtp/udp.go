@@ -586,22 +586,32 @@ func (m *mmsgCall) run(n int, write bool, op string) (int, error) {
 	return m.got, nil
 }
 
-// call is the RawConn callback: false asks to wait for the socket.
-func (m *mmsgCall) call(fd uintptr) bool {
+// try makes the call once on descriptor fd for messages 0..want-1
+// (again if interrupted), sets got on success and returns the errno:
+// EAGAIN when the socket is empty or full.
+func (m *mmsgCall) try(fd uintptr) syscall.Errno {
 	for {
 		n, _, errno := unix.RawSyscall6(m.trap, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.want), unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case unix.EINTR:
+		if errno == unix.EINTR {
 			continue
-		case unix.EAGAIN:
-			return false
-		case 0:
-			m.got = int(n)
-		default:
-			m.errno = errno
 		}
-		return true
+		if errno == 0 {
+			m.got = int(n)
+		}
+		return errno
 	}
+}
+
+// call is the RawConn callback: false asks to wait for the socket.
+func (m *mmsgCall) call(fd uintptr) bool {
+	switch errno := m.try(fd); errno {
+	case unix.EAGAIN:
+		return false
+	case 0:
+	default:
+		m.errno = errno
+	}
+	return true
 }
 
 // mmsgReader calls recvmmsg on an IPv4 socket into preallocated headers,
