@@ -80,10 +80,10 @@ func (l *loneReporter) known(src uint32) {
 }
 
 // lone notes a loss report over the threshold from src, heard while the
-// sender's rate was rate (slow-starting if slow), and reports whether it is src's alone (see
-// loneReports), and whether it is the first of src's current run to be
-// so; then runRate is the rate to go back to, and runSlow whether to
-// slow-start from it.
+// sender's rate was rate (slow-starting if slow), and reports whether it
+// is src's alone (see loneReports), and whether it is the first of src's
+// current run to be so; then runRate is the rate to go back to, and
+// runSlow whether to slow-start from it.
 func (l *loneReporter) lone(now time.Time, src uint32, rate float64, slow bool) (alone, first bool) {
 	l.known(src)
 	if src != l.src || l.count == 0 || now.Sub(l.lastAt) > loneWindow {
