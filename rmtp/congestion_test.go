@@ -210,3 +210,67 @@ func TestFixedRateIgnoresReports(t *testing.T) {
 		t.Errorf("fixed rate: reports %d, cuts %d, rate %.0f; want 1, 0, 100e6", st.CongestionReports, st.RateCuts, st.RateBps)
 	}
 }
+
+// TestWindowCongestion: four receivers at 5% loss, 20 ms of round trip
+// and a 4 MiB window, from a sender at 200 Mbit/s. A block's repair takes
+// some 10 GRTTs, about as much of the stream as the window holds, so at a
+// fixed rate the windows fill, new data is dropped (window_full) and its
+// blocks are sent again whole. A receiver whose window is over
+// windowCongestFill reports congestion, and the sender slows down until
+// the repairs keep up: the windows drop less than half as much (what is
+// left is the start, before the first block's repairs came), and fewer
+// bytes are sent.
+func TestWindowCongestion(t *testing.T) {
+	for _, seed := range []uint64{14, 15, 16} {
+		file := randBytes(seed, 16<<20)
+		run := func(fixed bool) (rmtp.SenderStats, []rmtp.ReceiverStats) {
+			w := newWorldR(t, seed, 4, rmtp.SenderConfig{RateBitsPerSec: 200e6, FixedRate: fixed, GRTT: 20 * time.Millisecond},
+				rmtp.ReceiverConfig{WindowBytes: 4 << 20}, file)
+			w.sim.Delay = func(from, to *rmtptest.Node) time.Duration { return 10 * time.Millisecond }
+			rng := rand.New(rand.NewPCG(seed, 5))
+			w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+				return p.Type == wire.TypeData && rng.Float64() < 0.05
+			}
+			if err := w.sim.Run(w.allDone, 5*time.Minute); err != nil {
+				t.Fatalf("seed %d, fixed %v: %v", seed, fixed, err)
+			}
+			w.check(t)
+			var rs []rmtp.ReceiverStats
+			for _, r := range w.receivers {
+				rs = append(rs, r.Stats())
+			}
+			return w.sender.Stats(), rs
+		}
+		sum := func(rs []rmtp.ReceiverStats, f func(rmtp.ReceiverStats) uint64) (n uint64) {
+			for _, s := range rs {
+				n += f(s)
+			}
+			return n
+		}
+		full := func(s rmtp.ReceiverStats) uint64 { return s.Drops["window_full"] }
+		fixedS, fixedR := run(true)
+		adaptS, adaptR := run(false)
+		fixedFull, adaptFull := sum(fixedR, full), sum(adaptR, full)
+		reports := sum(adaptR, func(s rmtp.ReceiverStats) uint64 { return s.WindowCongestion })
+		fb, ab := float64(fixedS.BytesSent)/float64(len(file)), float64(adaptS.BytesSent)/float64(len(file))
+		t.Logf("seed %d: fixed rate: %d window_full drops, %.3fx the file sent; adaptive: %d drops, %.3fx, %d window reports, %d cuts, rate down to %.0f Mbit/s",
+			seed, fixedFull, fb, adaptFull, ab, reports, adaptS.RateCuts, adaptS.RateMinBps/1e6)
+		if fixedFull == 0 {
+			t.Fatalf("seed %d: at a fixed rate no window filled: the test does not stress the window", seed)
+		}
+		if reports == 0 || adaptS.RateCuts == 0 {
+			t.Fatalf("seed %d: adaptive: %d window reports and %d cuts, want some", seed, reports, adaptS.RateCuts)
+		}
+		if adaptFull*2 > fixedFull {
+			t.Errorf("seed %d: adaptive: %d window_full drops, want under half of the fixed rate's %d", seed, adaptFull, fixedFull)
+		}
+		if ab >= fb {
+			t.Errorf("seed %d: adaptive sent %.3fx the file, not less than the fixed rate's %.3fx", seed, ab, fb)
+		}
+		for i, s := range adaptR {
+			if s.WindowMaxPermille < 750 {
+				t.Errorf("seed %d: receiver %d: window_max_permille %d, want at least 750", seed, i, s.WindowMaxPermille)
+			}
+		}
+	}
+}

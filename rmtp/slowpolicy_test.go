@@ -71,6 +71,27 @@ func TestSlowPolicyLeave(t *testing.T) {
 	}
 }
 
+// TestLeftReceiverWindowQuiet: a receiver that left the first pass
+// (policy leave) fills its window with blocks it will not ask about
+// until the pass ends, and drops new data for it; that is not the
+// others' concern, so it does not report its window as congestion and
+// the sender keeps its rate.
+func TestLeftReceiverWindowQuiet(t *testing.T) {
+	done, w := slowRun(t, 3, 0.30, rmtp.SenderConfig{}, rmtp.ReceiverConfig{WindowBytes: 2 << 20})
+	st := w.receivers[0].Stats()
+	t.Logf("the 30%% receiver: deferred %v, window up to %d‰, %d window_full drops, %d window reports; sender: %d congestion reports, %d cuts; done %v, the seven %v",
+		st.Deferred, st.WindowMaxPermille, st.Drops["window_full"], st.WindowCongestion, w.sender.Stats().CongestionReports, w.sender.Stats().RateCuts, done[0], maxOf(done[1:]))
+	if !st.Deferred || st.Drops["window_full"] == 0 {
+		t.Fatalf("the 30%% receiver: deferred %v, %d window_full drops; want it deferred with a full window", st.Deferred, st.Drops["window_full"])
+	}
+	if st.WindowCongestion != 0 {
+		t.Errorf("the receiver that left reported its window %d times", st.WindowCongestion)
+	}
+	if cuts := w.sender.Stats().RateCuts; cuts != 0 {
+		t.Errorf("the sender cut its rate %d times", cuts)
+	}
+}
+
 // TestSlowPolicyWaitRandomLoss: under policy wait receivers never put
 // repairs off, and loss that comes at any rate is not paced: with one
 // receiver of 8 losing 30% of everything at random, the sender does not
