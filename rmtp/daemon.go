@@ -15,9 +15,9 @@ import (
 // Receive daemon defaults.
 const (
 	// DefaultMaxSessions is how many sessions a receive daemon receives at
-	// once. Each may hold up to ReceiverConfig.WindowBytes (32 MiB by
+	// once. Each may hold up to ReceiverConfig.WindowBytes (48 MiB by
 	// default) of incomplete blocks, so the default bounds a daemon's
-	// block memory at 128 MiB.
+	// block memory at 192 MiB.
 	DefaultMaxSessions = 4
 	// DefaultRetryAfter is how long a daemon ignores a session that failed
 	// or was refused before it takes it again: long enough that a sender
