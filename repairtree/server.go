@@ -45,6 +45,7 @@ type Stats struct {
 	CacheBytes        uint64 `json:"cache_bytes"`
 	ReceiversComplete uint64 `json:"receivers_complete"`
 	ReceiversFailed   uint64 `json:"receivers_failed"`
+	ConfirmsSent      uint64 `json:"confirms_sent"` // region receivers' completion reports confirmed
 	NoSession         uint64 `json:"no_session"`    // packets for sessions not cached
 	NAKsDeferred      uint64 `json:"naks_deferred"` // lacking entries answered once the block came
 	Depth             uint8  `json:"depth"`
@@ -258,7 +259,28 @@ func (s *Server) regionControl(now time.Time, from netip.AddrPort, p *wire.Packe
 			ss.reports = 3
 			ss.nextReport = now
 		}
+		if p.Status.State == wire.StateComplete && p.Status.Flags&(wire.StatusAggregate|wire.StatusConfirm) == 0 {
+			s.confirm(ss, p.Source)
+		}
 	}
+}
+
+// maxOut bounds the control packets waiting to go; confirmations beyond
+// it are not sent (the receiver repeats its report).
+const maxOut = 1024
+
+// confirm tells the region that receiver src's completion report was
+// counted (wire.StatusConfirm), so that it stops repeating it and exits,
+// as the sender does for the receivers that report to it.
+func (s *Server) confirm(ss *session, src uint32) {
+	if len(s.out) >= maxOut {
+		return
+	}
+	st := wire.Status{State: wire.StateComplete, Flags: wire.StatusConfirm, Complete: src}
+	h := wire.Header{Type: wire.TypeStatus, Session: ss.id, Source: s.cfg.Source}
+	b := h.Append(make([]byte, 0, wire.HeaderSize+wire.StatusSize+wire.TagSize))
+	s.out = append(s.out, rmtp.Datagram{Buf: st.Append(b), Addr: s.cfg.Region})
+	s.stats.ConfirmsSent++
 }
 
 // start begins caching a session first announced upstream.

@@ -287,6 +287,8 @@ func TestTreeRegionsRepairLocally(t *testing.T) {
 
 // TestTreeCompletionReports: receivers' completion reports roll up through
 // their repair servers; a confirmed sender counts every receiver once.
+// Each receiver's report is confirmed (wire.StatusConfirm) by the node it
+// reports to: its region's server, or the sender for the direct ones.
 func TestTreeCompletionReports(t *testing.T) {
 	file := randBytes(8, 256<<10)
 	tr := newTree(t, treeOpts{Seed: 4, File: file, Regions: 3, PerRegion: 3, Direct: 2,
@@ -307,6 +309,19 @@ func TestTreeCompletionReports(t *testing.T) {
 		if rc.Complete != 3 || rc.Region == "" {
 			t.Errorf("region %+v: want 3 complete and a region address from the ADVERT", rc)
 		}
+	}
+	for i, r := range tr.receivers {
+		if !r.Stats().CompletionConfirmed {
+			t.Errorf("receiver %d (region %d): completion not confirmed", i, tr.region[i])
+		}
+	}
+	for i, s := range tr.servers {
+		if n := s.Stats().ConfirmsSent; n < 3 {
+			t.Errorf("server %d confirmed %d reports, want its region's 3 at least", i, n)
+		}
+	}
+	if n := st.ConfirmsSent; n < 2 {
+		t.Errorf("the sender confirmed %d reports, want the 2 direct receivers' at least", n)
 	}
 }
 

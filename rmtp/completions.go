@@ -51,6 +51,8 @@ func (c *Completions) Note(source uint32, st *wire.Status) bool {
 	}
 	var r report
 	switch {
+	case st.Flags&wire.StatusConfirm != 0:
+		return false // a confirmation of a report, not one
 	case st.Flags&wire.StatusAggregate != 0:
 		r = report{complete: st.Complete, failed: st.Failed, aggregate: true}
 	case st.State == wire.StateComplete:

@@ -102,6 +102,10 @@ type ReceiverStats struct {
 	// NAK slots put off because the window of incomplete blocks could
 	// not have held the block's repairs.
 	NAKsWindowHeld uint64 `json:"naks_window_held"`
+	// CompletionConfirmed: the sender (or the repair server this
+	// receiver reports to) confirmed its completion report
+	// (wire.StatusConfirm), so it stopped repeating it.
+	CompletionConfirmed bool `json:"completion_confirmed"`
 	// Symbols asked for beyond those missing, while the window was
 	// crowded (repairMargin).
 	NAKMarginSymbols uint64 `json:"nak_margin_symbols"`
@@ -507,6 +511,14 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 		// The sender has every completion it waited for (send
 		// --expect): ours need not be repeated.
 		r.statusRepeats = 0
+		return
+	}
+	if r.done && p.Type == wire.TypeStatus && p.Session == r.session && p.Status.Flags&wire.StatusConfirm != 0 {
+		if p.Status.Complete == r.cfg.Source && r.statusRepeats > 0 {
+			// The node we report to counted our completion.
+			r.statusRepeats = 0
+			r.stats.CompletionConfirmed = true
+		}
 		return
 	}
 	if r.done || r.err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/mcp-dev/mcp/fec"
@@ -25,7 +26,7 @@ type SenderStats struct {
 	DataPackets     uint64 `json:"data_packets"`    // source symbols, first pass
 	ParityPackets   uint64 `json:"parity_packets"`  // proactive and repair parity
 	RetransPackets  uint64 `json:"retrans_packets"` // source symbols sent again
-	ControlPackets  uint64 `json:"control_packets"` // ANNOUNCE and TAIL
+	ControlPackets  uint64 `json:"control_packets"` // ANNOUNCE, TAIL and confirmations
 	BytesSent       uint64 `json:"bytes_sent"`      // every packet byte handed to the socket
 	NAKsHeard       uint64 `json:"naks_heard"`      // NAK packets
 	NAKEntriesHeard uint64 `json:"nak_entries_heard"`
@@ -33,6 +34,9 @@ type SenderStats struct {
 	RepairRounds    uint64 `json:"repair_rounds"`
 	Completed       uint64 `json:"receivers_completed"` // STATUS complete heard, counted once per receiver
 	Failed          uint64 `json:"receivers_failed"`
+	// ConfirmsSent: completion reports confirmed (STATUS with
+	// wire.StatusConfirm), one per report heard.
+	ConfirmsSent uint64 `json:"confirms_sent"`
 	// Regions splits Completed and Failed by region: receivers that
 	// report to the sender directly, then each repair server's aggregate.
 	Regions []RegionCount `json:"regions"`
@@ -105,8 +109,9 @@ type Sender struct {
 	lone        loneReporter // rate auto under policy leave (autorate.go)
 	nextAnnnc   time.Time
 	announced   int
-	finished    bool // Done has reported true: nothing more to do
-	confirmSent bool // the last TAIL, with TailConfirmed, has gone (Expect)
+	finished    bool     // Done has reported true: nothing more to do
+	confirmSent bool     // the last TAIL, with TailConfirmed, has gone (Expect)
+	confirms    []uint32 // receivers whose completion reports are to be confirmed
 	nextTail    time.Time
 	stats       SenderStats
 	err         error
@@ -329,6 +334,9 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 	case wire.TypeNAK:
 		s.handleNAK(now, &p.NAK)
 	case wire.TypeStatus:
+		if p.Status.Flags&wire.StatusConfirm != 0 {
+			return // a repair server's to its region: nothing to count
+		}
 		s.echo(now, p.Status.EchoTimestamp, p.Status.EchoDelayMicros)
 		if p.Status.Flags&wire.StatusLoss != 0 {
 			s.stats.LossReports++
@@ -387,7 +395,27 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 			}
 		}
 		s.reports.Note(p.Source, &p.Status)
+		if p.Status.State == wire.StateComplete && p.Status.Flags&wire.StatusAggregate == 0 {
+			s.confirm(p.Source)
+		}
 	}
+}
+
+// maxConfirms bounds the completion confirmations waiting to be sent;
+// a receiver whose report finds the queue full repeats it (forged
+// reports from random sources cost no more than that).
+const maxConfirms = 1024
+
+// confirm queues a confirmation of receiver src's completion report.
+// Every report is confirmed, a repeat too (the confirmation of the first
+// may have been lost), so a receiver stops repeating and exits once the
+// sender has counted it, not 8 GRTTs later, and not only once every
+// receiver the sender expects has reported (TailConfirmed).
+func (s *Sender) confirm(src uint32) {
+	if s.finished || len(s.confirms) >= maxConfirms || slices.Contains(s.confirms, src) {
+		return
+	}
+	s.confirms = append(s.confirms, src)
 }
 
 // rateCut hands the rate control's new, lower rate to the pacer.
@@ -449,6 +477,9 @@ func (s *Sender) NextDeadline() time.Time {
 	if s.finished || s.err != nil {
 		return time.Time{}
 	}
+	if len(s.confirms) > 0 {
+		return s.lastOut
+	}
 	t := s.nextAnnnc
 	if s.nextTail.Before(t) {
 		t = s.nextTail
@@ -483,6 +514,11 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		return dst // a finished sender sends nothing more
 	}
 	s.lastOut = now
+	n := 0
+	for ; n < len(s.confirms) && len(dst) < cap(dst); n++ {
+		dst = s.appendConfirm(dst, s.confirms[n])
+	}
+	s.confirms = s.confirms[:copy(s.confirms, s.confirms[n:])]
 	if !now.Before(s.nextAnnnc) && len(dst) < cap(dst) {
 		dst = s.appendControl(dst, wire.TypeAnnounce, now)
 		s.nextAnnnc = now.Add(s.cfg.AnnounceInterval)
@@ -530,6 +566,20 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		dst = append(dst, d)
 	}
 	return dst
+}
+
+// appendConfirm appends a confirmation of receiver src's completion
+// report (wire.StatusConfirm), on the data group, which every receiver
+// reading the session hears.
+func (s *Sender) appendConfirm(dst []Datagram, src uint32) []Datagram {
+	h := s.hdr
+	h.Type = wire.TypeStatus
+	st := wire.Status{State: wire.StateComplete, Flags: wire.StatusConfirm, Complete: src}
+	b := st.Append(h.Append(s.getBuf()))
+	s.stats.ControlPackets++
+	s.stats.ConfirmsSent++
+	s.stats.BytesSent += uint64(len(b))
+	return append(dst, Datagram{Buf: b, Addr: s.cfg.DataGroup})
 }
 
 func (s *Sender) appendControl(dst []Datagram, t wire.Type, now time.Time) []Datagram {

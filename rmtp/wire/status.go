@@ -49,6 +49,14 @@ const StatusLoss uint8 = 0x04
 // interval, and the sender sets its catch-up rate from it.
 const StatusPassLoss uint8 = 0x08
 
+// StatusConfirm marks a STATUS from the node that counts a region's
+// completion reports (the sender, or a repair server for its region),
+// multicast where the receivers of that region hear it: it has counted
+// the completion of the receiver whose source ID is in Complete, which
+// need not repeat its report. State is StateComplete and no other flag
+// is set.
+const StatusConfirm uint8 = 0x10
+
 // MaxQueuePermille is the largest queue fill a STATUS may carry, and
 // the largest loss.
 const MaxQueuePermille = 1000
@@ -63,7 +71,7 @@ const (
 // Status reports completion.
 type Status struct {
 	State uint8
-	Flags uint8 // StatusCongested, StatusAggregate, StatusLoss, StatusPassLoss
+	Flags uint8 // StatusCongested, StatusAggregate, StatusLoss, StatusPassLoss, StatusConfirm
 
 	Reason          uint16 // why it failed, when State is StateFailed
 	Complete        uint32 // receivers that finished (1 from a receiver)
@@ -108,11 +116,14 @@ func (s *Status) Parse(b []byte) error {
 		return errf(TypeStatus, ReasonTrailing, "%d extra bytes", len(b)-StatusSize)
 	}
 	s.State, s.Flags = b[0], b[1]
-	if s.Flags&^(StatusCongested|StatusAggregate|StatusLoss|StatusPassLoss) != 0 {
+	if s.Flags&^(StatusCongested|StatusAggregate|StatusLoss|StatusPassLoss|StatusConfirm) != 0 {
 		return errf(TypeStatus, ReasonReserved, "unknown flags %#x", s.Flags)
 	}
 	if s.State > StateFailed {
 		return errf(TypeStatus, ReasonRange, "state %d", s.State)
+	}
+	if s.Flags&StatusConfirm != 0 && (s.Flags != StatusConfirm || s.State != StateComplete) {
+		return errf(TypeStatus, ReasonRange, "confirmation with flags %#x, state %d", s.Flags, s.State)
 	}
 	s.Reason = binary.BigEndian.Uint16(b[2:])
 	s.Complete = binary.BigEndian.Uint32(b[4:])

@@ -93,6 +93,9 @@ func samplePackets() []struct {
 			State: wire.StateProgress, Flags: wire.StatusCongested, Bytes: 1 << 20,
 			Overruns: 1234, QueuePermille: 620, LossPermille: 37,
 		}}},
+		{"status-confirm", wire.Packet{Header: testHeader(wire.TypeStatus), Status: wire.Status{
+			State: wire.StateComplete, Flags: wire.StatusConfirm, Complete: 0x5eed0001,
+		}}},
 	}
 }
 
@@ -523,7 +526,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"advert reserved byte", edit(t, "advert-ipv6", set(hs+37, 1)), wire.ReasonReserved},
 
 		{"status trailing", edit(t, "status", appendBytes(0)), wire.ReasonTrailing},
-		{"status unknown flag", edit(t, "status", set(hs+1, 0x10)), wire.ReasonReserved},
+		{"status unknown flag", edit(t, "status", set(hs+1, 0x20)), wire.ReasonReserved},
+		{"status confirm of a failure", edit(t, "status", set(hs+1, 0x10)), wire.ReasonRange},
+		{"status confirm with another flag", edit(t, "status-confirm", set(hs+1, 0x11)), wire.ReasonRange},
 		{"status loss over 1000", edit(t, "status", set(hs+38, 0x04)), wire.ReasonRange},
 		{"status queue over 1000", edit(t, "status", set(hs+36, 0x04)), wire.ReasonRange},
 		{"status state 3", edit(t, "status", set(hs+0, 3)), wire.ReasonRange},
