@@ -88,13 +88,18 @@ func (r *Receiver) notePass(now time.Time, kb, got int) {
 		return
 	}
 	// Leave on loss that lasts leaveIntervals intervals in a row, or on
-	// twice LeaveLoss at once: one interval over LeaveLoss is often a
-	// burst (a shaped link's queue overflowing once, a descheduled
+	// twice LeaveLoss in the second interval of such a run: one interval
+	// over LeaveLoss is often a burst (a shaped link's queue overflowing once, a descheduled
 	// process), and a receiver that leaves parks its NAKs while its
 	// window fills. The one receiver behind a 1 Gbit/s link at 5% random
 	// loss (tests/compare.sh, setting B) was sent 2.01x the file in 8.9 s
 	// when one interval sufficed, 1.08x in 3.1 s with this rule (one run
-	// each).
+	// each). Twice LeaveLoss in a single interval was enough once, but a
+	// sender that starts faster than its own uplink loses the same part
+	// of its first 100 ms for every receiver before its cuts for the
+	// drops take hold (Sender.NoteLocalDrops: --rate 1G into a 500
+	// Mbit/s uplink, 21-23% of the first interval), and every receiver
+	// left, though the loss was over by the next interval.
 	//
 	// Under rate auto the loss counted is over the floor, and only when
 	// the sender did not slow down for it (no immediate leave either): the
@@ -116,7 +121,7 @@ func (r *Receiver) notePass(now time.Time, kb, got int) {
 	switch {
 	case r.auto && (r.lossHigh < leaveIntervals || rate < lossCutSeen*r.lossHighRate):
 		return
-	case !r.auto && r.lossHigh < leaveIntervals && loss < 2*r.cfg.LeaveLoss*1000:
+	case !r.auto && r.lossHigh < leaveIntervals && (loss < 2*r.cfg.LeaveLoss*1000 || r.lossHigh < 2):
 		return
 	}
 	r.deferring = true
