@@ -1,6 +1,7 @@
 package rmtp_test
 
 import (
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -272,5 +273,19 @@ func TestWindowCongestion(t *testing.T) {
 				t.Errorf("seed %d: receiver %d: window_max_permille %d, want at least 750", seed, i, s.WindowMaxPermille)
 			}
 		}
+	}
+}
+
+// TestNoteLocalDrops: drops at the sender's own queue are counted and
+// cut the rate, once per epoch; with nothing sent yet to weigh them
+// against, half is taken as dropped.
+func TestNoteLocalDrops(t *testing.T) {
+	w := newWorld(t, 15, 0, rmtp.SenderConfig{RateBitsPerSec: 100e6}, randBytes(15, 1<<20))
+	now := epoch.Add(time.Second)
+	w.sender.NoteLocalDrops(now, 8)
+	w.sender.NoteLocalDrops(now.Add(time.Millisecond), 8)
+	st := w.sender.Stats()
+	if st.LocalDrops != 16 || st.RateCuts != 1 || math.Abs(st.RateBps-47.5e6) > 1 {
+		t.Errorf("local drops %d, cuts %d, rate %.0f; want 16, 1, 4.75e7 (half dropped, with the margin)", st.LocalDrops, st.RateCuts, st.RateBps)
 	}
 }

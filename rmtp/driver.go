@@ -122,16 +122,22 @@ func (n NetConfig) resolve() (resolvedNet, error) {
 }
 
 func (rn resolvedNet) open(bind netip.AddrPort) (*UDPConn, error) {
-	return rn.openSocket(bind, false)
+	return rn.openSocket(bind, false, false)
+}
+
+// openSender opens the sender's socket, which learns of datagrams its
+// own interface queue drops (SocketConfig.LocalDrops).
+func (rn resolvedNet) openSender(bind netip.AddrPort) (*UDPConn, error) {
+	return rn.openSocket(bind, false, true)
 }
 
 // openBulk opens a socket that only reads bulk data (a receiver's data
 // and repair groups): polled, outside the runtime poller (polled.go).
 func (rn resolvedNet) openBulk(bind netip.AddrPort) (*UDPConn, error) {
-	return rn.openSocket(bind, true)
+	return rn.openSocket(bind, true, false)
 }
 
-func (rn resolvedNet) openSocket(bind netip.AddrPort, polled bool) (*UDPConn, error) {
+func (rn resolvedNet) openSocket(bind netip.AddrPort, polled, localDrops bool) (*UDPConn, error) {
 	return OpenUDP(SocketConfig{
 		Interface:   rn.ifi,
 		IfAddr:      rn.ifaddr,
@@ -145,8 +151,9 @@ func (rn resolvedNet) openSocket(bind netip.AddrPort, polled bool) (*UDPConn, er
 		GSO:         rn.offload,
 		// Coalesced receives only where bulk data arrives: feedback is
 		// small datagrams, which GRO would read a few per call.
-		GRO:    rn.offload && bind == rn.data,
-		Polled: polled,
+		GRO:        rn.offload && bind == rn.data,
+		Polled:     polled,
+		LocalDrops: localDrops,
 	})
 }
 

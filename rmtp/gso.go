@@ -203,6 +203,11 @@ func (c *UDPConn) writeBatchGSO(ms []Datagram) (int, error) {
 			for k := range n {
 				sent += g.segs[k][1]
 			}
+			if err != nil && c.localDrop(err, g.segs[n][1]) {
+				sent += g.segs[n][1] // lost at our own queue: go on
+				c.clearGSO(nmsg)
+				continue
+			}
 			if err != nil {
 				if gsoRefused(err) {
 					c.disableGSO()

@@ -156,6 +156,31 @@ func (c *rateControl) congested(now time.Time, grtt time.Duration) bool {
 	return true
 }
 
+// localCutMax is the least cut for local drops: a halving, as TCP's on
+// loss. A quarter (rateCut), from a --rate 2G start into a 1 Gbit/s
+// shaped uplink, took three cuts to get under it, and the receivers
+// each lost 29-31% of that 100 ms and left the first pass in 1 run of 3.
+const localCutMax = 0.5
+
+// localCut handles datagrams dropped by the sender's own interface queue,
+// share of those sent since the last such cut (Sender.NoteLocalDrops):
+// the rate goes to what the queue took, with lossCutMargin, and down by
+// localCutMax at least; at most once per rateEpochMin, as the signal comes
+// without a round trip. It reports whether the rate was cut.
+func (c *rateControl) localCut(now time.Time, share float64) bool {
+	if c.fixed || (!c.lastCut.IsZero() && now.Sub(c.lastCut) < rateEpochMin) {
+		return false
+	}
+	base := c.rate
+	if c.busyAchieved && c.achieved > 0 {
+		base = min(base, c.achieved)
+	}
+	c.rate = max(c.min, base*min(localCutMax, (1-share)*lossCutMargin))
+	c.lastCut, c.last = now, now
+	c.slow = false
+	return true
+}
+
 // climb raises the rate linearly towards the cap; it reports whether the
 // rate changed.
 func (c *rateControl) climb(now time.Time) bool {

@@ -278,3 +278,32 @@ func TestLoneResumeRestoresRunRate(t *testing.T) {
 		t.Errorf("shared loss undone: action %v, %.1f Mbit/s, was %.1f", act, rc.rate/1e6, low/1e6)
 	}
 }
+
+// TestLocalCut: drops at the sender's own queue (Sender.NoteLocalDrops)
+// cut to what the queue took, with lossCutMargin, by a halving at least,
+// at most once per rateEpochMin; a fixed rate ignores them.
+func TestLocalCut(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newRateControl(1e9, false, false, false, now)
+	if !c.localCut(now, 0.1) || c.rate != 0.5e9 {
+		t.Fatalf("10%% dropped: rate %.0f, want a halving to 5e8", c.rate)
+	}
+	if c.localCut(now.Add(rateEpochMin/2), 0.5) || c.rate != 0.5e9 {
+		t.Fatalf("a second cut within rateEpochMin: rate %.0f, want 5e8 kept", c.rate)
+	}
+	now = now.Add(rateEpochMin)
+	if !c.localCut(now, 0.7) || math.Abs(c.rate-0.5e9*0.3*lossCutMargin) > 1 {
+		t.Fatalf("70%% dropped: rate %.0f, want %.0f", c.rate, 0.5e9*0.3*lossCutMargin)
+	}
+	for range 20 {
+		now = now.Add(rateEpochMin)
+		c.localCut(now, 0.9)
+	}
+	if c.rate != c.min {
+		t.Errorf("after many cuts the rate is %.0f, want the floor %.0f", c.rate, c.min)
+	}
+	f := newRateControl(1e9, true, false, false, now)
+	if f.localCut(now, 0.5) || f.rate != 1e9 {
+		t.Errorf("fixed rate: cut to %.0f", f.rate)
+	}
+}

@@ -150,7 +150,7 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	conn, err := rn.open(rn.control)
+	conn, err := rn.openSender(rn.control)
 	if err != nil {
 		return rep, err
 	}
@@ -216,6 +216,7 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	}
 
 	out := make([]Datagram, 0, DefaultBatch)
+	var localDrops uint64 // conn.LocalDrops handed to the sender
 	l := &loop{
 		now:   now,
 		eng:   s,
@@ -227,6 +228,10 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 		outgoing: func(t time.Time) error {
 			var err error
 			out, err = writeOutgoing(s, wconn, out, t, now, relay)
+			if d := conn.LocalDrops(); d > localDrops {
+				s.NoteLocalDrops(t, d-localDrops)
+				localDrops = d
+			}
 			if ck != nil {
 				ck.maybe(t, s)
 			}

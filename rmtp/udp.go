@@ -79,6 +79,14 @@ type SocketConfig struct {
 	// IPv4 only; where it cannot be done the socket stays as it is.
 	Polled bool
 
+	// LocalDrops sets IP_RECVERR, so that a datagram this host's own
+	// interface queue drops (a full qdisc: a sender faster than its
+	// uplink, a shaped one say) fails with ENOBUFS instead of vanishing
+	// as if the network had lost it. WriteBatch counts such a datagram
+	// as sent and lost (LocalDrops) and goes on with the rest. IPv4
+	// only; where it cannot be set such drops stay silent.
+	LocalDrops bool
+
 	// noForceBuffers skips SO_RCVBUFFORCE/SO_SNDBUFFORCE, so tests
 	// running as root can exercise the capped path.
 	noForceBuffers bool
@@ -121,6 +129,10 @@ type UDPConn struct {
 	wbuf   int // granted SO_SNDBUF, bytes
 
 	truncated atomic.Uint64
+	// dropped counts datagrams the host's interface queue dropped
+	// (SocketConfig.LocalDrops).
+	dropped    atomic.Uint64
+	localDrops bool
 	// GRO's counters (SocketStats), written under readMu.
 	coalesced, coalescedDgrams atomic.Uint64
 	closed                     atomic.Bool
@@ -196,6 +208,15 @@ func OpenUDP(cfg SocketConfig) (*UDPConn, error) {
 	}
 	if cfg.GRO && !c.enableGRO() {
 		log.Info("UDP GRO not available; receiving datagrams one by one", "local", c.local, "interface", ifi.Name)
+	}
+	if cfg.LocalDrops {
+		var serr error
+		err := c.controlFD(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVERR, 1)
+		})
+		if c.localDrops = err == nil && serr == nil; !c.localDrops {
+			log.Info("IP_RECVERR not available: drops at this host's interface queue go unnoticed", "local", c.local, "interface", ifi.Name)
+		}
 	}
 	if cfg.Polled {
 		if err := c.detach(); err != nil {
@@ -729,6 +750,10 @@ func (c *UDPConn) writeBatchPlain(ms []Datagram) (int, error) {
 			n, err := c.writeMsgs(msgs)
 			n = max(n, 0) // x/net returns -1 with an error
 			sent += n
+			if err != nil && c.localDrop(err, 1) {
+				sent++ // lost at our own queue: go on with the next
+				continue
+			}
 			if err != nil {
 				return sent, c.sendError(ms, sent, err)
 			}
@@ -745,6 +770,21 @@ func (c *UDPConn) writeBatchPlain(ms []Datagram) (int, error) {
 	}
 	return sent, nil
 }
+
+// localDrop reports whether err is this host's interface queue dropping
+// the first datagram (or GSO buffer of n datagrams) of a write, with
+// SocketConfig.LocalDrops; such a datagram counts as sent and lost.
+func (c *UDPConn) localDrop(err error, n int) bool {
+	if !c.localDrops || !errors.Is(err, syscall.ENOBUFS) {
+		return false
+	}
+	c.dropped.Add(uint64(n))
+	return true
+}
+
+// LocalDrops returns how many datagrams this host's interface queue
+// dropped (SocketConfig.LocalDrops): WriteBatch counted them as sent.
+func (c *UDPConn) LocalDrops() uint64 { return c.dropped.Load() }
 
 // sendError wraps a send failure with the destination of the first
 // datagram not sent and the progress so far.

@@ -186,3 +186,37 @@ func slowPolicy(t *testing.T, rate string, size int64) {
 	t.Logf("leave: the slow receiver finished in %.1f s (its link alone needs %.1f s), deferred %v; its link dropped %d packets; sender bytes / file %.3f",
 		float64(slow.Duration)/1e9, sizeBits/slowLink, slow.Stats.Deferred, leaveDrops, lab.Overhead(leave.Send.JSON.Report.Stats.BytesSent, want.Bytes()))
 }
+
+// TestLocalDrops: the sender's own uplink shaped to 500 Mbit/s (tc tbf
+// on its eth0), its --rate 1G. The bucket's queue overflows, and the
+// kernel says so (IP_RECVERR: ENOBUFS): the sender counts the drops
+// (local_drops) and cuts its rate for them, so every receiver loses
+// little of the first pass, none leaves it (policy leave), and the
+// bytes sent stay near the file. Without it each receiver lost the
+// same half of the stream and left, and the sender sent 1.9x the file.
+func TestLocalDrops(t *testing.T) {
+	name, want := bigFile(t, 32<<20)
+	tt := transferTest{receivers: 3, rate: "1G", timeout: 90 * time.Second}
+	tt.setup = func(l *lab.Lab) {
+		if err := l.Hosts[0].Shape(500e6); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := tt.run(t, want, []string{name})
+	st := res.Send.JSON.Report.Stats
+	sent := float64(st.BytesSent) / float64(want.Bytes())
+	t.Logf("sender: local_drops %d, rate cuts %d, down to %.0f Mbit/s, sent %.3fx the file", st.LocalDrops, st.RateCuts, st.RateMinBps/1e6, sent)
+	if st.LocalDrops == 0 || st.RateCuts == 0 {
+		t.Fatalf("local_drops %d, rate cuts %d: the shaped uplink's drops were not seen", st.LocalDrops, st.RateCuts)
+	}
+	if sent > 1.15 {
+		t.Errorf("sent %.3fx the file, want at most 1.15", sent)
+	}
+	for i, p := range res.Recv {
+		rs := p.JSON.Report.Stats
+		t.Logf("receiver %d: first-pass loss up to %d permille, deferred %v", i, rs.FirstPassLossMaxPermille, rs.Deferred)
+		if rs.Deferred {
+			t.Errorf("receiver %d left the first pass (loss up to %d permille): the sender's own queue's loss was taken for its alone", i, rs.FirstPassLossMaxPermille)
+		}
+	}
+}
