@@ -102,6 +102,18 @@
 //     down: that is repaired, not paced. Without this, receivers that
 //     cannot keep up NAK what their own sockets dropped, the repairs add
 //     load, and the group collapses. SenderConfig.FixedRate turns it off.
+//   - A receiver in the first pass whose window of incomplete blocks is
+//     over 75% full (windowCongestFill) reports congestion the same way:
+//     a full window drops new data, whose blocks need whole blocks of
+//     repairs. One that left the first pass (policy leave) does not. The
+//     window is 48 MiB by default (DefaultWindowBytes).
+//   - The sender's socket has IP_RECVERR (SocketConfig.LocalDrops): a
+//     datagram its own interface queue drops fails with ENOBUFS, counts
+//     as sent and lost, and the sender cuts its rate to what the queue
+//     took since its last such cut, by half at least, at most every 20
+//     ms (Sender.NoteLocalDrops): that loss is the sender's, the same at
+//     every receiver, and under policy leave every receiver left the
+//     first pass for it.
 //   - The driver writes at most 4 batches before it reads feedback again,
 //     and measures its sleep from the clock after writing: a CPU-bound
 //     sender that wrote until its pacer ran dry read no NAK for seconds,
@@ -131,8 +143,8 @@
 //     the echoes of descheduled processes and stretched every NAK timer.
 //   - Slow receivers (slowpolicy.go), SenderConfig.SlowPolicy: leave (the
 //     default) lets a receiver that loses LeaveLoss (10%) of the first
-//     pass over 3 intervals in a row (or twice that over one; a single
-//     burst over 10% no longer counts) put its repairs off until the
+//     pass over 3 intervals in a row (or twice that over two; a single
+//     burst over 10% or 20% no longer counts) put its repairs off until the
 //     pass ends and then be repaired
 //     at what its path took; wait paces the session to the slowest
 //     receiver's reported loss, starting slow. The loss reported is the
