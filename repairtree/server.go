@@ -259,7 +259,7 @@ func (s *Server) regionControl(now time.Time, from netip.AddrPort, p *wire.Packe
 			ss.reports = 3
 			ss.nextReport = now
 		}
-		if p.Status.State == wire.StateComplete && p.Status.Flags&(wire.StatusAggregate|wire.StatusConfirm) == 0 {
+		if p.Status.OwnCompletion() {
 			s.confirm(ss, p.Source)
 		}
 	}
@@ -276,7 +276,7 @@ func (s *Server) confirm(ss *session, src uint32) {
 	if len(s.out) >= maxOut {
 		return
 	}
-	st := wire.Status{State: wire.StateComplete, Flags: wire.StatusConfirm, Complete: src}
+	st := wire.Confirmation(src)
 	h := wire.Header{Type: wire.TypeStatus, Session: ss.id, Source: s.cfg.Source}
 	b := h.Append(make([]byte, 0, wire.HeaderSize+wire.StatusSize+wire.TagSize))
 	s.out = append(s.out, rmtp.Datagram{Buf: st.Append(b), Addr: s.cfg.Region})

@@ -136,24 +136,27 @@ func (c *rateControl) congested(now time.Time, grtt time.Duration) bool {
 	if c.fixed || (!c.lastCut.IsZero() && now.Sub(c.lastCut) < rateEpochMin+2*grtt) {
 		return false
 	}
-	// Cut what was sent, not the rate allowed: a sender held back by its
-	// own CPU (eight receivers sharing its cores) or disk runs below its
-	// rate, and cuts of a rate it never reached change nothing (measured:
-	// --rate 2G, 8 receivers at 5% loss, 9 cuts to 687 Mbit/s while it
-	// sent 350, receivers' queues 50-84% full, 5,000 window_full drops
-	// each).
-	// Only a window in which the first pass had data waiting tells what
-	// the sender can send: after the pass, or while it was held, the
-	// achieved rate is what there was to send (repairs, TAILs), and a
-	// cut from it would drop to the floor.
+	c.cut(now, rateCut)
+	return true
+}
+
+// cut sets the rate to keep of what was sent, not of the rate allowed: a
+// sender held back by its own CPU (eight receivers sharing its cores) or
+// disk runs below its rate, and cuts of a rate it never reached change
+// nothing (measured: --rate 2G, 8 receivers at 5% loss, 9 cuts to 687
+// Mbit/s while it sent 350, receivers' queues 50-84% full, 5,000
+// window_full drops each). Only a window in which the first pass had
+// data waiting tells what the sender can send: after the pass, or while
+// it was held, the achieved rate is what there was to send (repairs,
+// TAILs), and a cut from it would drop to the floor.
+func (c *rateControl) cut(now time.Time, keep float64) {
 	base := c.rate
 	if c.busyAchieved && c.achieved > 0 {
 		base = min(base, c.achieved)
 	}
-	c.rate = max(c.min, base*rateCut)
+	c.rate = max(c.min, base*keep)
 	c.lastCut, c.last = now, now
 	c.slow = false
-	return true
 }
 
 // localCutMax is the least cut for local drops: a halving, as TCP's on
@@ -171,13 +174,7 @@ func (c *rateControl) localCut(now time.Time, share float64) bool {
 	if c.fixed || (!c.lastCut.IsZero() && now.Sub(c.lastCut) < rateEpochMin) {
 		return false
 	}
-	base := c.rate
-	if c.busyAchieved && c.achieved > 0 {
-		base = min(base, c.achieved)
-	}
-	c.rate = max(c.min, base*min(localCutMax, (1-share)*lossCutMargin))
-	c.lastCut, c.last = now, now
-	c.slow = false
+	c.cut(now, min(localCutMax, (1-share)*lossCutMargin))
 	return true
 }
 

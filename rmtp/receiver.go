@@ -369,10 +369,7 @@ const congestionFill = 250
 func (r *Receiver) NoteLoad(now time.Time, l SocketLoad) {
 	prev, had := r.load, r.haveLoad
 	r.load, r.haveLoad = l, true
-	var fill uint16
-	if l.Capacity > 0 {
-		fill = uint16(min(uint64(l.Queued)*1000/uint64(l.Capacity), wire.MaxQueuePermille))
-	}
+	fill := permille(l.Queued, l.Capacity)
 	r.stats.QueueMaxPermille = max(r.stats.QueueMaxPermille, fill)
 	var drops uint64
 	if had && l.Drops > prev.Drops {
@@ -432,22 +429,26 @@ const windowCongestFill = 0.75
 
 // noteWindow looks at the window after a block took room in it.
 func (r *Receiver) noteWindow(now time.Time) {
-	used := r.window + r.reservedBytes
-	permille := uint16(min(uint64(used)*1000/uint64(r.cfg.WindowBytes), wire.MaxQueuePermille))
 	if r.ended {
 		return
 	}
-	r.stats.WindowMaxPermille = max(r.stats.WindowMaxPermille, permille)
+	used := r.window + r.reservedBytes
+	r.stats.WindowMaxPermille = max(r.stats.WindowMaxPermille, permille(used, r.cfg.WindowBytes))
 	if r.deferring || !r.cfg.ControlGroup.IsValid() || float64(used) < windowCongestFill*float64(r.cfg.WindowBytes) {
 		return
 	}
-	var fill uint16
-	if r.load.Capacity > 0 {
-		fill = uint16(min(uint64(r.load.Queued)*1000/uint64(r.load.Capacity), wire.MaxQueuePermille))
-	}
-	if r.congest(now, fill) {
+	if r.congest(now, permille(r.load.Queued, r.load.Capacity)) {
 		r.stats.WindowCongestion++
 	}
+}
+
+// permille is n of capacity in permille, at most wire.MaxQueuePermille
+// (0 for no capacity).
+func permille(n, capacity int) uint16 {
+	if capacity <= 0 {
+		return 0
+	}
+	return uint16(min(uint64(n)*1000/uint64(capacity), wire.MaxQueuePermille))
 }
 
 // debugWindowFull logs, once per 100 window_full drops, what holds the

@@ -401,7 +401,7 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 			}
 		}
 		s.reports.Note(p.Source, &p.Status)
-		if p.Status.State == wire.StateComplete && p.Status.Flags&wire.StatusAggregate == 0 {
+		if p.Status.OwnCompletion() {
 			s.confirm(p.Source)
 		}
 	}
@@ -433,8 +433,8 @@ func (s *Sender) confirm(src uint32) {
 // receivers: the queue dropped 7,556 GSO buffers in the first 1.5 s,
 // every receiver lost half of an interval and left, and the sender sent
 // 1.86-1.92x the file). So it is congestion: the rate is cut to what
-// the queue took since the last cut, with lossCutMargin, and at least
-// by rateCut (rateControl.localCut). The signal needs no round trip, so
+// the queue took since the last cut, with lossCutMargin, and by half at
+// least (rateControl.localCut). The signal needs no round trip, so
 // cuts may come every rateEpochMin. The receivers NAK what was lost.
 func (s *Sender) NoteLocalDrops(now time.Time, n uint64) {
 	s.stats.LocalDrops += n
@@ -612,7 +612,7 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 func (s *Sender) appendConfirm(dst []Datagram, src uint32) []Datagram {
 	h := s.hdr
 	h.Type = wire.TypeStatus
-	st := wire.Status{State: wire.StateComplete, Flags: wire.StatusConfirm, Complete: src}
+	st := wire.Confirmation(src)
 	b := st.Append(h.Append(s.getBuf()))
 	s.stats.ControlPackets++
 	s.stats.ConfirmsSent++

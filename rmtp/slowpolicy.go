@@ -89,9 +89,9 @@ func (r *Receiver) notePass(now time.Time, kb, got int) {
 	}
 	// Leave on loss that lasts leaveIntervals intervals in a row, or on
 	// twice LeaveLoss in the second interval of such a run: one interval
-	// over LeaveLoss is often a burst (a shaped link's queue overflowing once, a descheduled
-	// process), and a receiver that leaves parks its NAKs while its
-	// window fills. The one receiver behind a 1 Gbit/s link at 5% random
+	// over LeaveLoss is often a burst (a shaped link's queue overflowing
+	// once, a descheduled process), and a receiver that leaves parks its
+	// NAKs while its window fills. The one receiver behind a 1 Gbit/s link at 5% random
 	// loss (tests/compare.sh, setting B) was sent 2.01x the file in 8.9 s
 	// when one interval sufficed, 1.08x in 3.1 s with this rule (one run
 	// each). Twice LeaveLoss in a single interval was enough once, but a

@@ -57,6 +57,18 @@ const StatusPassLoss uint8 = 0x08
 // is set.
 const StatusConfirm uint8 = 0x10
 
+// Confirmation returns the STATUS body that confirms the completion
+// report of receiver src (StatusConfirm).
+func Confirmation(src uint32) Status {
+	return Status{State: StateComplete, Flags: StatusConfirm, Complete: src}
+}
+
+// OwnCompletion reports whether s is a receiver's report of its own
+// completion: not a repair server's aggregate, not a confirmation.
+func (s *Status) OwnCompletion() bool {
+	return s.State == StateComplete && s.Flags&(StatusAggregate|StatusConfirm) == 0
+}
+
 // MaxQueuePermille is the largest queue fill a STATUS may carry, and
 // the largest loss.
 const MaxQueuePermille = 1000
