@@ -113,7 +113,10 @@
 //     took since its last such cut, by half at least, at most every 20
 //     ms (Sender.NoteLocalDrops): that loss is the sender's, the same at
 //     every receiver, and under policy leave every receiver left the
-//     first pass for it.
+//     first pass for it. It remembers the rate of that drop (CUBIC's
+//     last-loss window): within 10% under it the rate climbs slowly,
+//     a drop near it cuts to 0.85 instead of by half, and 10% past it
+//     without a drop it is forgotten (localCeilBand).
 //   - The driver writes at most 4 batches before it reads feedback again,
 //     and measures its sleep from the clock after writing: a CPU-bound
 //     sender that wrote until its pacer ran dry read no NAK for seconds,

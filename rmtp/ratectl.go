@@ -97,6 +97,11 @@ type rateControl struct {
 	// being measured; congestion cuts use achieved only if it was
 	// measured so (a sender with nothing to send achieves little).
 	busy, busyAchieved bool
+
+	// localCeil is the rate at which the sender's own interface queue
+	// last overflowed (localCut), 0 if none is known: the climb slows
+	// near it and the next cut there is gentler (see localCeilBand).
+	localCeil float64
 }
 
 func newRateControl(capBits float64, fixed, wait, auto bool, now time.Time) rateControl {
@@ -150,31 +155,61 @@ func (c *rateControl) congested(now time.Time, grtt time.Duration) bool {
 // it was held, the achieved rate is what there was to send (repairs,
 // TAILs), and a cut from it would drop to the floor.
 func (c *rateControl) cut(now time.Time, keep float64) {
-	base := c.rate
-	if c.busyAchieved && c.achieved > 0 {
-		base = min(base, c.achieved)
-	}
-	c.rate = max(c.min, base*keep)
+	c.rate = max(c.min, c.sending()*keep)
 	c.lastCut, c.last = now, now
 	c.slow = false
 }
 
-// localCutMax is the least cut for local drops: a halving, as TCP's on
-// loss. A quarter (rateCut), from a --rate 2G start into a 1 Gbit/s
-// shaped uplink, took three cuts to get under it, and the receivers
-// each lost 29-31% of that 100 ms and left the first pass in 1 run of 3.
+// sending is the rate the sender is sending at: the rate allowed, or
+// what it achieved over the last window if that was measured with data
+// waiting and is lower (see cut).
+func (c *rateControl) sending() float64 {
+	if c.busyAchieved && c.achieved > 0 {
+		return min(c.rate, c.achieved)
+	}
+	return c.rate
+}
+
+// localCutMax is the least cut for local drops where no earlier one is
+// known near the rate: a halving, as TCP's on loss. A quarter (rateCut),
+// from a --rate 2G start into a 1 Gbit/s shaped uplink, took three cuts
+// to get under it, and the receivers each lost 29-31% of that 100 ms and
+// left the first pass in 1 run of 3.
 const localCutMax = 0.5
+
+// Where the sender's queue overflowed before, the link's rate is known:
+// a --rate over it (2G into a 1 Gbit/s uplink) otherwise climbs back
+// from each halving at the cap's pace and overflows again, a sawtooth
+// between the link's rate and half of it. So, as CUBIC does around the
+// window of its last loss, the rate climbs at most localCeilClimb of
+// that ceiling per second once within localCeilBand under it, and a
+// cut within the band above or below it goes to localCeilCut of the rate
+// (or lower, by the share dropped) instead of halving. A rate that gets
+// localCeilBand over the ceiling without a drop has found a faster path:
+// the ceiling is forgotten and the climb is the usual one.
+const (
+	localCeilBand  = 0.1
+	localCeilClimb = 0.05
+	localCeilCut   = 0.85
+)
 
 // localCut handles datagrams dropped by the sender's own interface queue,
 // share of those sent since the last such cut (Sender.NoteLocalDrops):
 // the rate goes to what the queue took, with lossCutMargin, and down by
-// localCutMax at least; at most once per rateEpochMin, as the signal comes
-// without a round trip. It reports whether the rate was cut.
+// localCutMax at least (localCeilCut near a known ceiling); at most once
+// per rateEpochMin, as the signal comes without a round trip. It reports
+// whether the rate was cut.
 func (c *rateControl) localCut(now time.Time, share float64) bool {
 	if c.fixed || (!c.lastCut.IsZero() && now.Sub(c.lastCut) < rateEpochMin) {
 		return false
 	}
-	c.cut(now, min(localCutMax, (1-share)*lossCutMargin))
+	at := c.sending()
+	keep := localCutMax
+	if c.localCeil > 0 && math.Abs(at-c.localCeil) <= localCeilBand*c.localCeil {
+		keep = localCeilCut
+	}
+	c.localCeil = at
+	c.cut(now, min(keep, (1-share)*lossCutMargin))
 	return true
 }
 
@@ -207,6 +242,15 @@ func (c *rateControl) climb(now time.Time) bool {
 	if c.auto {
 		// Not past what the sender manages to send (see autoHeadroom).
 		r = min(r, max(c.rate, autoHeadroom*c.achieved))
+	}
+	if ceil := c.localCeil; ceil > 0 {
+		// Slowly near the last local drop (localCeilBand).
+		if near := ceil * (1 - localCeilBand); r > near {
+			r = min(r, max(c.rate, near)+ceil*localCeilClimb*dt.Seconds())
+		}
+		if r > ceil*(1+localCeilBand) {
+			c.localCeil = 0
+		}
 	}
 	r = min(c.max, r)
 	if r == c.rate {
