@@ -107,13 +107,13 @@
 //     a full window drops new data, whose blocks need whole blocks of
 //     repairs. One that left the first pass (policy leave) does not. The
 //     window is 48 MiB by default (DefaultWindowBytes).
-//   - The sender's socket has IP_RECVERR (SocketConfig.LocalDrops): a
-//     datagram its own interface queue drops fails with ENOBUFS, counts
-//     as sent and lost, and the sender cuts its rate to what the queue
-//     took since its last such cut, by half at least, at most every 20
-//     ms (Sender.NoteLocalDrops): that loss is the sender's, the same at
-//     every receiver, and under policy leave every receiver left the
-//     first pass for it. It remembers the rate of that drop (CUBIC's
+//   - The sender's socket has IP_RECVERR or IPV6_RECVERR
+//     (SocketConfig.LocalDrops): a datagram its own interface queue
+//     drops fails with ENOBUFS, counts as sent and lost, and the sender
+//     cuts its rate to what the queue took since its last such cut, by
+//     half at least, at most every 20 ms (Sender.NoteLocalDrops): that
+//     loss is the sender's, the same at every receiver, and under policy
+//     leave every receiver left the first pass for it. It remembers the rate of that drop (CUBIC's
 //     last-loss window): within 10% under it the rate climbs slowly,
 //     a drop near it cuts to 0.85 instead of by half, and 10% past it
 //     without a drop it is forgotten (localCeilBand).

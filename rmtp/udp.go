@@ -79,12 +79,13 @@ type SocketConfig struct {
 	// IPv4 only; where it cannot be done the socket stays as it is.
 	Polled bool
 
-	// LocalDrops sets IP_RECVERR, so that a datagram this host's own
-	// interface queue drops (a full qdisc: a sender faster than its
-	// uplink, a shaped one say) fails with ENOBUFS instead of vanishing
-	// as if the network had lost it. WriteBatch counts such a datagram
-	// as sent and lost (LocalDrops) and goes on with the rest. IPv4
-	// only; where it cannot be set such drops stay silent.
+	// LocalDrops sets IP_RECVERR (IPv6: IPV6_RECVERR), so that a
+	// datagram this host's own interface queue drops (a full qdisc: a
+	// sender faster than its uplink, a shaped one say) fails with
+	// ENOBUFS instead of vanishing as if the network had lost it.
+	// WriteBatch counts such a datagram as sent and lost (LocalDrops)
+	// and goes on with the rest. Where it cannot be set such drops stay
+	// silent.
 	LocalDrops bool
 
 	// noForceBuffers skips SO_RCVBUFFORCE/SO_SNDBUFFORCE, so tests

@@ -183,6 +183,15 @@ func (c *UDPConn) setup6(p6 *ipv6.PacketConn, cfg SocketConfig, log *slog.Logger
 	if err := p6.SetMulticastLoopback(cfg.Loopback); err != nil {
 		return fmt.Errorf("set multicast loopback %t on %s: %w", cfg.Loopback, ifi.Name, err)
 	}
+	if cfg.LocalDrops {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1)
+		})
+		if c.localDrops = err == nil && serr == nil; !c.localDrops {
+			log.Info("IPV6_RECVERR not available: drops at this host's interface queue go unnoticed", "local", c.local, "interface", ifi.Name)
+		}
+	}
 	return nil
 }
 

@@ -106,3 +106,59 @@ func snmp6(h *lab.Host) (map[string]uint64, error) {
 	}
 	return m, nil
 }
+
+// TestIPv6LocalDrops: as TestLocalDrops, over IPv6 multicast: the
+// sender's uplink is shaped to 100 Mbit/s and it sends at --rate 1G, so
+// its own queue drops (IPv6 sends go without GSO, and at 500 Mbit/s
+// this host's sender cannot fill the uplink); with IPV6_RECVERR the kernel says so (ENOBUFS),
+// the sender counts the drops and cuts its rate, and every copy is exact
+// with at most 1.15x the file sent.
+func TestIPv6LocalDrops(t *testing.T) {
+	needMCP(t)
+	l := lab.New(t, lab.Options{Hosts: 4})
+	if err := l.EnableIPv6(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Hosts[0].Shape(100e6); err != nil {
+		t.Fatal(err)
+	}
+	name, want := bigFile(t, 16<<20)
+	dirs := make([]string, 3)
+	for i := range dirs {
+		dirs[i] = filepath.Join(t.TempDir(), "dst")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tr := lab.Transfer{
+		MCP:       mcpBin,
+		Sender:    l.Hosts[0],
+		Receivers: l.Hosts[1:],
+		Dirs:      dirs,
+		Group:     l.IPv6Group(7700),
+		Paths:     []string{name},
+		SendArgs:  []string{"--rate", "1G", "--linger", "1s"},
+		Timeout:   60 * time.Second,
+	}
+	res, err := tr.Run(ctx)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	t.Logf("IPv6, 3 receivers, uplink 100 Mbit/s, --rate 1G: %s", res.Summary(want.Bytes()))
+	if err := res.Failures(); err != nil {
+		t.Fatalf("failures:\n%v", err)
+	}
+	for i, diffs := range want.CompareAll(dirs, 10) {
+		if len(diffs) > 0 {
+			t.Errorf("receiver %d's copy differs:\n  %s", i, strings.Join(diffs, "\n  "))
+		}
+	}
+	st := res.Send.JSON.Report.Stats
+	sent := lab.Overhead(st.BytesSent, want.Bytes())
+	t.Logf("sender: local_drops %d, rate cuts %d, down to %.0f Mbit/s, sent %.3fx the file", st.LocalDrops, st.RateCuts, st.RateMinBps/1e6, sent)
+	if st.LocalDrops == 0 || st.RateCuts == 0 {
+		t.Fatalf("local_drops %d, rate cuts %d: the shaped uplink's drops were not seen over IPv6", st.LocalDrops, st.RateCuts)
+	}
+	if sent > 1.15 {
+		t.Errorf("sent %.3fx the file, want at most 1.15", sent)
+	}
+}
