@@ -19,48 +19,13 @@ import (
 // byte-exact, and the sender's packets went out as IPv6 multicast without
 // fragmentation (its symbol size leaves room for the 40-byte header).
 func TestIPv6Transfer(t *testing.T) {
-	needMCP(t)
-	l := lab.New(t, lab.Options{Hosts: 4})
-	if err := l.EnableIPv6(); err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range l.Hosts[1:] {
-		if err := h.SetLoss(20); err != nil {
-			t.Fatal(err)
+	l, res, want := ipv6Transfer(t, "2% loss", rate(), func(l *lab.Lab) {
+		for _, h := range l.Hosts[1:] {
+			if err := h.SetLoss(20); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	name, want := bigFile(t, 16<<20)
-	dirs := make([]string, 3)
-	for i := range dirs {
-		dirs[i] = filepath.Join(t.TempDir(), "dst")
-	}
-	group := l.IPv6Group(7700)
-	t.Logf("group %v", group)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	tr := lab.Transfer{
-		MCP:       mcpBin,
-		Sender:    l.Hosts[0],
-		Receivers: l.Hosts[1:],
-		Dirs:      dirs,
-		Group:     group,
-		Paths:     []string{name},
-		SendArgs:  []string{"--rate", rate(), "--linger", "1s"},
-		Timeout:   60 * time.Second,
-	}
-	res, err := tr.Run(ctx)
-	if err != nil {
-		t.Fatalf("lab: %v", err)
-	}
-	t.Logf("IPv6, 3 receivers, 2%% loss: %s", res.Summary(want.Bytes()))
-	if err := res.Failures(); err != nil {
-		t.Fatalf("failures:\n%v", err)
-	}
-	for i, diffs := range want.CompareAll(dirs, 10) {
-		if len(diffs) > 0 {
-			t.Errorf("receiver %d's copy differs:\n  %s", i, strings.Join(diffs, "\n  "))
-		}
-	}
+	})
 	var dropped uint64
 	for _, h := range l.Hosts[1:] {
 		n, err := h.Dropped()
@@ -114,44 +79,11 @@ func snmp6(h *lab.Host) (map[string]uint64, error) {
 // the sender counts the drops and cuts its rate, and every copy is exact
 // with at most 1.15x the file sent.
 func TestIPv6LocalDrops(t *testing.T) {
-	needMCP(t)
-	l := lab.New(t, lab.Options{Hosts: 4})
-	if err := l.EnableIPv6(); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Hosts[0].Shape(100e6); err != nil {
-		t.Fatal(err)
-	}
-	name, want := bigFile(t, 16<<20)
-	dirs := make([]string, 3)
-	for i := range dirs {
-		dirs[i] = filepath.Join(t.TempDir(), "dst")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	tr := lab.Transfer{
-		MCP:       mcpBin,
-		Sender:    l.Hosts[0],
-		Receivers: l.Hosts[1:],
-		Dirs:      dirs,
-		Group:     l.IPv6Group(7700),
-		Paths:     []string{name},
-		SendArgs:  []string{"--rate", "1G", "--linger", "1s"},
-		Timeout:   60 * time.Second,
-	}
-	res, err := tr.Run(ctx)
-	if err != nil {
-		t.Fatalf("lab: %v", err)
-	}
-	t.Logf("IPv6, 3 receivers, uplink 100 Mbit/s, --rate 1G: %s", res.Summary(want.Bytes()))
-	if err := res.Failures(); err != nil {
-		t.Fatalf("failures:\n%v", err)
-	}
-	for i, diffs := range want.CompareAll(dirs, 10) {
-		if len(diffs) > 0 {
-			t.Errorf("receiver %d's copy differs:\n  %s", i, strings.Join(diffs, "\n  "))
+	_, res, want := ipv6Transfer(t, "uplink 100 Mbit/s", "1G", func(l *lab.Lab) {
+		if err := l.Hosts[0].Shape(100e6); err != nil {
+			t.Fatal(err)
 		}
-	}
+	})
 	st := res.Send.JSON.Report.Stats
 	sent := lab.Overhead(st.BytesSent, want.Bytes())
 	t.Logf("sender: local_drops %d, rate cuts %d, down to %.0f Mbit/s, sent %.3fx the file", st.LocalDrops, st.RateCuts, st.RateMinBps/1e6, sent)
@@ -161,4 +93,50 @@ func TestIPv6LocalDrops(t *testing.T) {
 	if sent > 1.15 {
 		t.Errorf("sent %.3fx the file, want at most 1.15", sent)
 	}
+}
+
+// ipv6Transfer sends a 16 MiB file from host 0 of a 4-host lab with IPv6
+// to the other three over [ff15::213:N]:7700 at --rate rateArg, after
+// setup; it fails the test unless every receiver has an exact copy.
+func ipv6Transfer(t *testing.T, what, rateArg string, setup func(*lab.Lab)) (*lab.Lab, *lab.TransferResult, lab.Tree) {
+	t.Helper()
+	needMCP(t)
+	l := lab.New(t, lab.Options{Hosts: 4})
+	if err := l.EnableIPv6(); err != nil {
+		t.Fatal(err)
+	}
+	setup(l)
+	name, want := bigFile(t, 16<<20)
+	dirs := make([]string, 3)
+	for i := range dirs {
+		dirs[i] = filepath.Join(t.TempDir(), "dst")
+	}
+	group := l.IPv6Group(7700)
+	t.Logf("group %v", group)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tr := lab.Transfer{
+		MCP:       mcpBin,
+		Sender:    l.Hosts[0],
+		Receivers: l.Hosts[1:],
+		Dirs:      dirs,
+		Group:     group,
+		Paths:     []string{name},
+		SendArgs:  []string{"--rate", rateArg, "--linger", "1s"},
+		Timeout:   60 * time.Second,
+	}
+	res, err := tr.Run(ctx)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	t.Logf("IPv6, 3 receivers, %s, --rate %s: %s", what, rateArg, res.Summary(want.Bytes()))
+	if err := res.Failures(); err != nil {
+		t.Fatalf("failures:\n%v", err)
+	}
+	for i, diffs := range want.CompareAll(dirs, 10) {
+		if len(diffs) > 0 {
+			t.Errorf("receiver %d's copy differs:\n  %s", i, strings.Join(diffs, "\n  "))
+		}
+	}
+	return l, res, want
 }
