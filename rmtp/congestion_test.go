@@ -1,7 +1,6 @@
 package rmtp_test
 
 import (
-	"math"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -276,16 +275,38 @@ func TestWindowCongestion(t *testing.T) {
 	}
 }
 
-// TestNoteLocalDrops: drops at the sender's own queue are counted and
-// cut the rate, once per epoch; with nothing sent yet to weigh them
-// against, half is taken as dropped.
+// TestNoteLocalDrops: drops at the sender's own queue are counted; the
+// first starts a sample and cuts nothing, and once localSample datagrams
+// have gone after it the rate is cut to what the queue took of them
+// over that time, with the margin (here about half: 100 Mbit/s paced,
+// about half of the sample dropped).
 func TestNoteLocalDrops(t *testing.T) {
 	w := newWorld(t, 15, 0, rmtp.SenderConfig{RateBitsPerSec: 100e6}, randBytes(15, 1<<20))
-	now := epoch.Add(time.Second)
-	w.sender.NoteLocalDrops(now, 8)
-	w.sender.NoteLocalDrops(now.Add(time.Millisecond), 8)
+	sent := func() uint64 {
+		st := w.sender.Stats()
+		return st.DataPackets + st.ParityPackets + st.RetransPackets + st.ControlPackets
+	}
+	// Past the start's burst, so that the sample is of the paced rate.
+	if err := w.sim.Run(func() bool { return sent() >= 200 }, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	w.sender.NoteLocalDrops(w.sim.Now, 8)
+	if st := w.sender.Stats(); st.LocalDrops != 8 || st.RateCuts != 0 {
+		t.Fatalf("first drop: local drops %d, cuts %d; want 8 and no cut before a sample", st.LocalDrops, st.RateCuts)
+	}
+	mark := sent()
+	if err := w.sim.Run(func() bool { return sent() >= mark+300 }, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	n := sent() - mark
+	w.sender.NoteLocalDrops(w.sim.Now, n/2)
 	st := w.sender.Stats()
-	if st.LocalDrops != 16 || st.RateCuts != 1 || math.Abs(st.RateBps-47.5e6) > 1 {
-		t.Errorf("local drops %d, cuts %d, rate %.0f; want 16, 1, 4.75e7 (half dropped, with the margin)", st.LocalDrops, st.RateCuts, st.RateBps)
+	if st.LocalDrops != 8+n/2 || st.RateCuts != 1 || st.RateBps < 40e6 || st.RateBps > 50e6 {
+		t.Errorf("half of %d dropped: local drops %d, cuts %d, rate %.0f; want %d, 1, about 4.75e7 (half kept, with the margin)",
+			n, st.LocalDrops, st.RateCuts, st.RateBps, 8+n/2)
+	}
+	w.sender.NoteLocalDrops(w.sim.Now, 8)
+	if st := w.sender.Stats(); st.RateCuts != 1 {
+		t.Errorf("a drop after the cut: %d cuts, want it to start a new sample, not cut", st.RateCuts)
 	}
 }

@@ -109,14 +109,18 @@
 //     window is 48 MiB by default (DefaultWindowBytes).
 //   - The sender's socket has IP_RECVERR or IPV6_RECVERR
 //     (SocketConfig.LocalDrops): a datagram its own interface queue
-//     drops fails with ENOBUFS, counts as sent and lost, and the sender
-//     cuts its rate to what the queue took since its last such cut, by
-//     half at least, at most every 20 ms (Sender.NoteLocalDrops): that
-//     loss is the sender's, the same at every receiver, and under policy
-//     leave every receiver left the first pass for it. It remembers the rate of that drop (CUBIC's
+//     drops fails with ENOBUFS, counts as sent and lost. The first drop
+//     starts a sample; after 128 more datagrams and 2 ms the sender
+//     cuts its rate to what the queue took over the sample (the lower
+//     of the rate measured through it and the share of datagrams not
+//     dropped), to 0.85 at least, at most every 20 ms
+//     (Sender.NoteLocalDrops): that loss is the sender's, the same at
+//     every receiver, and under policy leave every receiver left the
+//     first pass for it. It remembers the rate of that drop (CUBIC's
 //     last-loss window): within 10% under it the rate climbs slowly,
-//     a drop near it cuts to 0.85 instead of by half, and 10% past it
-//     without a drop it is forgotten (localCeilBand).
+//     and 10% past it without a drop it is forgotten (localCeilBand).
+//     The pacer starts with 64 packets' worth of tokens, not its 20 ms
+//     burst, so the start does not overflow the queue by itself.
 //   - The driver writes at most 4 batches before it reads feedback again,
 //     and measures its sleep from the clock after writing: a CPU-bound
 //     sender that wrote until its pacer ran dry read no NAK for seconds,

@@ -100,7 +100,7 @@ type rateControl struct {
 
 	// localCeil is the rate at which the sender's own interface queue
 	// last overflowed (localCut), 0 if none is known: the climb slows
-	// near it and the next cut there is gentler (see localCeilBand).
+	// near it (see localCeilBand).
 	localCeil float64
 }
 
@@ -170,46 +170,42 @@ func (c *rateControl) sending() float64 {
 	return c.rate
 }
 
-// localCutMax is the least cut for local drops where no earlier one is
-// known near the rate: a halving, as TCP's on loss. A quarter (rateCut),
-// from a --rate 2G start into a 1 Gbit/s shaped uplink, took three cuts
-// to get under it, and the receivers each lost 29-31% of that 100 ms and
-// left the first pass in 1 run of 3.
-const localCutMax = 0.5
+// localCutMax is the least cut for local drops: to 0.85 of the rate, as
+// CUBIC's on loss. The cut is to what the queue was measured to take
+// (Sender.NoteLocalDrops) if that is lower, so a rate far over the
+// uplink comes down in one cut (--rate 1G into 100 Mbit/s: to 95). A
+// halving, when the share dropped was guessed rather than measured,
+// took 4-5 cuts from 1G, 20 ms apart, and from a rate just over the
+// uplink fell to half of it (--rate 1G into 500 Mbit/s: down to 244).
+const localCutMax = 0.85
 
 // Where the sender's queue overflowed before, the link's rate is known:
 // a --rate over it (2G into a 1 Gbit/s uplink) otherwise climbs back
-// from each halving at the cap's pace and overflows again, a sawtooth
-// between the link's rate and half of it. So, as CUBIC does around the
-// window of its last loss, the rate climbs at most localCeilClimb of
-// that ceiling per second once within localCeilBand under it, and a
-// cut within the band above or below it goes to localCeilCut of the rate
-// (or lower, by the share dropped) instead of halving. A rate that gets
-// localCeilBand over the ceiling without a drop has found a faster path:
-// the ceiling is forgotten and the climb is the usual one.
+// from each cut at the cap's pace and overflows again, a sawtooth
+// between the link's rate and less. So, as CUBIC does around the window
+// of its last loss, the rate climbs at most localCeilClimb of that
+// ceiling per second once within localCeilBand under it. A rate that
+// gets localCeilBand over the ceiling without a drop has found a faster
+// path: the ceiling is forgotten and the climb is the usual one.
 const (
 	localCeilBand  = 0.1
 	localCeilClimb = 0.05
-	localCeilCut   = 0.85
 )
 
 // localCut handles datagrams dropped by the sender's own interface queue,
-// share of those sent since the last such cut (Sender.NoteLocalDrops):
-// the rate goes to what the queue took, with lossCutMargin, and down by
-// localCutMax at least (localCeilCut near a known ceiling); at most once
-// per rateEpochMin, as the signal comes without a round trip. It reports
-// whether the rate was cut.
+// share of a sample the queue could not take (Sender.NoteLocalDrops):
+// the rate goes to what the queue took, with lossCutMargin, and down to
+// localCutMax at least; at most once per rateEpochMin, as the signal
+// comes without a round trip. The rate it cut from is the new ceiling
+// (not what the queue took: that is measured, and measured low it would
+// hold the climb for seconds under the link's rate). It reports whether
+// the rate was cut.
 func (c *rateControl) localCut(now time.Time, share float64) bool {
 	if c.fixed || (!c.lastCut.IsZero() && now.Sub(c.lastCut) < rateEpochMin) {
 		return false
 	}
-	at := c.sending()
-	keep := localCutMax
-	if c.localCeil > 0 && math.Abs(at-c.localCeil) <= localCeilBand*c.localCeil {
-		keep = localCeilCut
-	}
-	c.localCeil = at
-	c.cut(now, min(keep, (1-share)*lossCutMargin))
+	c.localCeil = c.sending()
+	c.cut(now, min(localCutMax, (1-share)*lossCutMargin))
 	return true
 }
 

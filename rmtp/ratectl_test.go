@@ -280,20 +280,20 @@ func TestLoneResumeRestoresRunRate(t *testing.T) {
 }
 
 // TestLocalCut: drops at the sender's own queue (Sender.NoteLocalDrops)
-// cut to what the queue took, with lossCutMargin, by a halving at least,
-// at most once per rateEpochMin; a fixed rate ignores them.
+// cut to what the queue took, with lossCutMargin, and to localCutMax at
+// least, at most once per rateEpochMin; a fixed rate ignores them.
 func TestLocalCut(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newRateControl(1e9, false, false, false, now)
-	if !c.localCut(now, 0.1) || c.rate != 0.5e9 {
-		t.Fatalf("10%% dropped: rate %.0f, want a halving to 5e8", c.rate)
+	if !c.localCut(now, 0.01) || c.rate != 1e9*localCutMax {
+		t.Fatalf("1%% dropped: rate %.0f, want the least cut to %.0f", c.rate, 1e9*localCutMax)
 	}
-	if c.localCut(now.Add(rateEpochMin/2), 0.5) || c.rate != 0.5e9 {
-		t.Fatalf("a second cut within rateEpochMin: rate %.0f, want 5e8 kept", c.rate)
+	if c.localCut(now.Add(rateEpochMin/2), 0.5) || c.rate != 1e9*localCutMax {
+		t.Fatalf("a second cut within rateEpochMin: rate %.0f, want %.0f kept", c.rate, 1e9*localCutMax)
 	}
 	now = now.Add(rateEpochMin)
-	if !c.localCut(now, 0.7) || math.Abs(c.rate-0.5e9*0.3*lossCutMargin) > 1 {
-		t.Fatalf("70%% dropped: rate %.0f, want %.0f", c.rate, 0.5e9*0.3*lossCutMargin)
+	if want := 1e9 * localCutMax * 0.3 * lossCutMargin; !c.localCut(now, 0.7) || math.Abs(c.rate-want) > 1 {
+		t.Fatalf("70%% dropped: rate %.0f, want %.0f", c.rate, want)
 	}
 	for range 20 {
 		now = now.Add(rateEpochMin)
@@ -308,55 +308,40 @@ func TestLocalCut(t *testing.T) {
 	}
 }
 
-// TestLocalCeiling: after a local drop the rate climbs back fast to
-// within localCeilBand of the rate that overflowed the sender's queue,
-// then at localCeilClimb of it per second; a drop near it cuts to
-// localCeilCut, not by half; a climb past the band forgets it.
+// TestLocalCeiling: a local drop sets the ceiling to the rate it cut
+// from; the rate climbs back fast to within localCeilBand under it, then
+// at localCeilClimb of it per second; a climb past the band forgets it.
 func TestLocalCeiling(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newRateControl(2e9, false, false, false, now)
-	if !c.localCut(now, 0.01) || c.rate != 1e9 || c.localCeil != 2e9 {
-		t.Fatalf("first drop at 2e9: rate %.0f ceiling %.0f, want a halving to 1e9 and the ceiling 2e9", c.rate, c.localCeil)
+	// --rate 2G into a 1 Gbit/s uplink: half dropped, cut to 0.95e9.
+	if !c.localCut(now, 0.5) || math.Abs(c.rate-0.95e9) > 1 || c.localCeil != 2e9 {
+		t.Fatalf("half dropped at 2e9: rate %.0f ceiling %.0f, want 9.5e8 and the ceiling 2e9", c.rate, c.localCeil)
 	}
-	// The uplink took 1 Gbit/s: the next drop is at about 1e9, which is
-	// far from the 2e9 ceiling, so it halves again and learns 1e9.
-	now = now.Add(rateEpochMin)
-	if !c.localCut(now, 0.01) || c.rate != 0.5e9 || c.localCeil != 1e9 {
-		t.Fatalf("drop at 1e9: rate %.0f ceiling %.0f, want 5e8 and 1e9", c.rate, c.localCeil)
-	}
-	// The usual climb (a quarter of the 2e9 cap per second) up to 0.9e9:
-	// 0.8 s; then 5e7 per second.
 	step := func(d time.Duration) {
 		for end := now.Add(d); now.Before(end); {
 			now = now.Add(10 * time.Millisecond)
 			c.climb(now)
 		}
 	}
-	step(800 * time.Millisecond)
-	if math.Abs(c.rate-0.9e9) > 1e6 {
-		t.Fatalf("after 0.8 s of climb: rate %.0f, want 9e8", c.rate)
+	// Far under that ceiling: the usual climb, a quarter of the cap per
+	// second, to 1e9 in 0.1 s, where a small overflow cuts to
+	// localCutMax and learns the ceiling 1e9.
+	step(100 * time.Millisecond)
+	if math.Abs(c.rate-1e9) > 1e6 {
+		t.Fatalf("after 0.1 s of climb: rate %.0f, want 1e9", c.rate)
+	}
+	if !c.localCut(now, 0.02) || math.Abs(c.rate-c.localCeil*localCutMax) > 1 || math.Abs(c.localCeil-1e9) > 1e6 {
+		t.Fatalf("2%% dropped at 1e9: rate %.0f ceiling %.0f, want %.0f and 1e9", c.rate, c.localCeil, c.localCeil*localCutMax)
+	}
+	// The usual climb up to the band, 0.9e9: 0.1 s; then 5e7 per second.
+	step(100 * time.Millisecond)
+	if math.Abs(c.rate-0.9e9) > 2e6 {
+		t.Fatalf("after 0.1 s of climb: rate %.0f, want 9e8", c.rate)
 	}
 	step(time.Second)
-	if math.Abs(c.rate-0.95e9) > 1e6 {
+	if math.Abs(c.rate-0.95e9) > 2e6 {
 		t.Fatalf("one second within the band: rate %.0f, want 9.5e8 (5e7/s)", c.rate)
-	}
-	// A drop near the ceiling: cut to localCeilCut, not by half.
-	if !c.localCut(now, 0.01) || math.Abs(c.rate-0.95e9*localCeilCut) > 1 {
-		t.Fatalf("drop at 9.5e8 near the ceiling: rate %.0f, want %.0f", c.rate, 0.95e9*localCeilCut)
-	}
-	if c.localCeil != 0.95e9 {
-		t.Fatalf("ceiling %.0f after the drop at 9.5e8", c.localCeil)
-	}
-	// A drop at 0.85 of the ceiling is outside the band: a halving.
-	now = now.Add(rateEpochMin)
-	if !c.localCut(now, 0.01) || math.Abs(c.rate-0.95e9*localCeilCut*localCutMax) > 1 {
-		t.Fatalf("drop at %.0f, under the band: rate %.0f, want a halving", 0.95e9*localCeilCut, c.rate)
-	}
-	// A large share dropped near the ceiling still cuts by that share.
-	now = now.Add(rateEpochMin)
-	c.rate, c.localCeil = 1e9, 1e9
-	if !c.localCut(now, 0.4) || math.Abs(c.rate-1e9*0.6*lossCutMargin) > 1 {
-		t.Fatalf("40%% dropped at the ceiling: rate %.0f, want %.0f", c.rate, 1e9*0.6*lossCutMargin)
 	}
 	// No drop for long enough: the rate passes the band and the ceiling
 	// goes; from then on the climb is the cap's quarter per second.

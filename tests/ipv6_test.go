@@ -75,9 +75,11 @@ func snmp6(h *lab.Host) (map[string]uint64, error) {
 // TestIPv6LocalDrops: as TestLocalDrops, over IPv6 multicast: the
 // sender's uplink is shaped to 100 Mbit/s and it sends at --rate 1G, so
 // its own queue drops (IPv6 sends go without GSO, and at 500 Mbit/s
-// this host's sender cannot fill the uplink); with IPV6_RECVERR the kernel says so (ENOBUFS),
-// the sender counts the drops and cuts its rate, and every copy is exact
-// with at most 1.15x the file sent.
+// this host's sender cannot fill the uplink); with IPV6_RECVERR the
+// kernel says so (ENOBUFS), the sender counts the drops and cuts its
+// rate, and every copy is exact with at most 1.10x the file sent
+// (measured 1.037-1.064x in 2-3 cuts; with halvings at the first drop,
+// 1.155-1.175x in 5, which failed CI's bound of 1.15).
 func TestIPv6LocalDrops(t *testing.T) {
 	_, res, want := ipv6Transfer(t, "uplink 100 Mbit/s", "1G", func(l *lab.Lab) {
 		if err := l.Hosts[0].Shape(100e6); err != nil {
@@ -90,8 +92,8 @@ func TestIPv6LocalDrops(t *testing.T) {
 	if st.LocalDrops == 0 || st.RateCuts == 0 {
 		t.Fatalf("local_drops %d, rate cuts %d: the shaped uplink's drops were not seen over IPv6", st.LocalDrops, st.RateCuts)
 	}
-	if sent > 1.15 {
-		t.Errorf("sent %.3fx the file, want at most 1.15", sent)
+	if sent > 1.10 {
+		t.Errorf("sent %.3fx the file, want at most 1.10", sent)
 	}
 }
 

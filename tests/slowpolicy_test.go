@@ -194,6 +194,8 @@ func slowPolicy(t *testing.T, rate string, size int64) {
 // little of the first pass, none leaves it (policy leave), and the
 // bytes sent stay near the file. Without it each receiver lost the
 // same half of the stream and left, and the sender sent 1.9x the file.
+// With a halving at the first drop it sent 1.058-1.064x; cutting to the
+// rate the queue was measured to take, 1.024-1.025x in 1-2 cuts.
 func TestLocalDrops(t *testing.T) {
 	name, want := bigFile(t, 32<<20)
 	tt := transferTest{receivers: 3, rate: "1G", timeout: 90 * time.Second}
@@ -209,8 +211,8 @@ func TestLocalDrops(t *testing.T) {
 	if st.LocalDrops == 0 || st.RateCuts == 0 {
 		t.Fatalf("local_drops %d, rate cuts %d: the shaped uplink's drops were not seen", st.LocalDrops, st.RateCuts)
 	}
-	if sent > 1.15 {
-		t.Errorf("sent %.3fx the file, want at most 1.15", sent)
+	if sent > 1.10 {
+		t.Errorf("sent %.3fx the file, want at most 1.10", sent)
 	}
 	for i, p := range res.Recv {
 		rs := p.JSON.Report.Stats
