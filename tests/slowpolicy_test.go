@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ const (
 // returns the result and the packets the shaped link dropped.
 func slowTransfer(t *testing.T, name string, want lab.Tree, rate, policy string, slow bool) (*lab.TransferResult, uint64) {
 	t.Helper()
+	// The last run's copies are written back first, not during this run
+	// (slowSamples).
+	syscall.Sync()
 	expect := "4"
 	if !slow {
 		expect = "3"
@@ -77,7 +81,13 @@ func TestAutoRate(t *testing.T) { slowPolicy(t, "auto", 128<<20) }
 // 3.05-3.48 s), and a slowed run only ever looks slower, so the best of a few is
 // what the build does. (So a build that misses in one run of two
 // passes; one that misses in every run does not.) The best run under
-// leave is the one whose slowest healthy receiver did best.
+// leave is the one whose slowest healthy receiver did best. Each run
+// without comes right before a run under leave, after the runs under
+// wait: the test's first run was the fastest in every try (at 128 MiB
+// 2.56-2.60 s, the next run without 3.00-3.16 s), and as the only
+// one before the others it failed 2 runs of 4 of this test at 0.83-0.85x
+// where 0.89-0.91x was the rest. Each run starts after a sync: the
+// previous run's copies (up to 512 MiB) were written back during it.
 const slowSamples = 2
 
 // leaveKeep is the share of their goodput without the slow receiver that
@@ -123,7 +133,6 @@ func slowPolicy(t *testing.T, rate string, size int64) {
 		g, _ := healthyGoodput(b)
 		baseGood = max(baseGood, g)
 	}
-	sampleBase(0)
 
 	// Wait: up to slowSamples runs, until one reaches the goodput asked
 	// (the best of them is what the build does, as for leave below: in
@@ -158,9 +167,7 @@ func slowPolicy(t *testing.T, rate string, size int64) {
 	}
 
 	for i := range slowSamples {
-		if i > 0 {
-			sampleBase(i)
-		}
+		sampleBase(i) // just before its leave run (slowSamples)
 		l, drops := slowTransfer(t, name, want, rate, "leave", true)
 		mean, g := healthyGoodput(l)
 		ls := l.Send.JSON.Report.Stats
