@@ -29,8 +29,12 @@
 //     (where receivers with --repair auto listen), on its upstream
 //     feedback (where its parent learns its region, for per-region
 //     counts) and on its own region's feedback (where servers below learn
-//     their depth). In relay mode the ADVERT sent to the parent's unicast
-//     address is also the subscription, renewed every second.
+//     their depth). A server below whose ADVERT (on this server's region
+//     feedback) has its depth wrong started after this server's last
+//     ADVERT or lost it: this one then ADVERTs within 100 ms, not at the
+//     next period (childAdvert). In relay mode the ADVERT sent to the
+//     parent's unicast address is also the subscription, renewed every
+//     second.
 //   - A receiver with --repair auto picks, 1.5 s after the first ADVERT,
 //     the server on its own subnet, then the deepest, then the lowest
 //     address, so receivers of one site agree (rmtp/receiver_tree.go).

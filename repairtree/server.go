@@ -100,6 +100,7 @@ type Server struct {
 	pace      *rmtp.Pacer
 	out       []rmtp.Datagram
 	nextAdv   time.Time
+	lastAdv   time.Time // when the last periodic ADVERT went
 	depth     uint8
 	rr        int // round-robin start over sessions with repairs
 	stats     Stats
@@ -231,8 +232,12 @@ func (s *Server) upstreamControl(now time.Time, from netip.AddrPort, p *wire.Pac
 
 // regionControl handles the NAKs and reports of the region.
 func (s *Server) regionControl(now time.Time, from netip.AddrPort, p *wire.Packet) {
+	if p.Type == wire.TypeAdvert {
+		s.childAdvert(now, p.Advert)
+		return
+	}
 	if p.Type != wire.TypeNAK && p.Type != wire.TypeStatus {
-		return // ADVERTs of servers below us, and strays
+		return // strays
 	}
 	ss := s.sessions[p.Session]
 	if ss == nil {
@@ -271,6 +276,29 @@ const maxOut = 1024
 
 // confirm tells the region that receiver src's completion report was
 // counted (wire.StatusConfirm), so that it stops repeating it and exits,
+// advertAnswerGap is the least time between this server's ADVERTs when
+// it answers a server below that has its depth wrong (childAdvert).
+const advertAnswerGap = 100 * time.Millisecond
+
+// childAdvert handles an ADVERT of a server below this one. One that
+// names this server's region as its upstream but has its depth wrong
+// started after this server's last ADVERT or lost it; this server then
+// advertises within advertAnswerGap, not at the next period (a second
+// later: a sub-regional server at 5% loss ended a 1.8 s transfer still
+// at depth 1 in about one lab run in twenty, TestTreeThreeLevels).
+func (s *Server) childAdvert(now time.Time, ad wire.Advert) {
+	if ad.Upstream != s.cfg.Region || s.depth >= 254 || ad.Depth == s.depth+1 {
+		return
+	}
+	at := s.lastAdv.Add(advertAnswerGap)
+	if at.Before(now) {
+		at = now
+	}
+	if at.Before(s.nextAdv) {
+		s.nextAdv = at
+	}
+}
+
 // as the sender does for the receivers that report to it.
 func (s *Server) confirm(ss *session, src uint32) {
 	if len(s.out) >= maxOut {
@@ -519,6 +547,7 @@ func (s *Server) reportGap(ss *session) time.Duration {
 func (s *Server) HandleTimer(now time.Time) {
 	if !now.Before(s.nextAdv) {
 		s.advertise()
+		s.lastAdv = now
 		s.nextAdv = now.Add(s.cfg.AdvertInterval)
 		if s.cfg.Relay {
 			// The ADVERT is also the relay subscription: renew it often,
