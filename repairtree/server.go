@@ -100,7 +100,7 @@ type Server struct {
 	pace      *rmtp.Pacer
 	out       []rmtp.Datagram
 	nextAdv   time.Time
-	lastAdv   time.Time // when the last periodic ADVERT went
+	lastAdv   time.Time // when the last ADVERT went (HandleTimer)
 	depth     uint8
 	rr        int // round-robin start over sessions with repairs
 	stats     Stats
@@ -274,8 +274,6 @@ func (s *Server) regionControl(now time.Time, from netip.AddrPort, p *wire.Packe
 // it are not sent (the receiver repeats its report).
 const maxOut = 1024
 
-// confirm tells the region that receiver src's completion report was
-// counted (wire.StatusConfirm), so that it stops repeating it and exits,
 // advertAnswerGap is the least time between this server's ADVERTs when
 // it answers a server below that has its depth wrong (childAdvert).
 const advertAnswerGap = 100 * time.Millisecond
@@ -283,9 +281,9 @@ const advertAnswerGap = 100 * time.Millisecond
 // childAdvert handles an ADVERT of a server below this one. One that
 // names this server's region as its upstream but has its depth wrong
 // started after this server's last ADVERT or lost it; this server then
-// advertises within advertAnswerGap, not at the next period (a second
-// later: a sub-regional server at 5% loss ended a 1.8 s transfer still
-// at depth 1 in about one lab run in twenty, TestTreeThreeLevels).
+// advertises within advertAnswerGap, not at the next period a second
+// later (in one CI run a sub-regional server at 5% loss ended a 1.8 s
+// transfer still at depth 1, TestTreeThreeLevels).
 func (s *Server) childAdvert(now time.Time, ad wire.Advert) {
 	if ad.Upstream != s.cfg.Region || s.depth >= 254 || ad.Depth == s.depth+1 {
 		return
@@ -299,6 +297,8 @@ func (s *Server) childAdvert(now time.Time, ad wire.Advert) {
 	}
 }
 
+// confirm tells the region that receiver src's completion report was
+// counted (wire.StatusConfirm), so that it stops repeating it and exits,
 // as the sender does for the receivers that report to it.
 func (s *Server) confirm(ss *session, src uint32) {
 	if len(s.out) >= maxOut {

@@ -115,9 +115,8 @@ type Sender struct {
 	finished    bool     // Done has reported true: nothing more to do
 	confirmSent bool     // the last TAIL, with TailConfirmed, has gone (Expect)
 	confirms    []uint32 // receivers whose completion reports are to be confirmed
-	// Local drops (NoteLocalDrops): whether a sample is being taken,
-	// when it began, packets and bytes sent then, and drops since.
-	localSampling                     bool
+	// Local drops (NoteLocalDrops): when the sample being taken began
+	// (zero: none is), packets and bytes sent then, and drops since.
 	localAt                           time.Time
 	localMark, localBytes, localDrops uint64
 	nextTail                          time.Time
@@ -435,7 +434,7 @@ func (s *Sender) confirm(src uint32) {
 // receivers: the queue dropped 7,556 GSO buffers in the first 1.5 s,
 // every receiver lost half of an interval and left, and the sender sent
 // 1.86-1.92x the file). So it is congestion: the rate is cut to what
-// the queue took, with lossCutMargin, and by half at least
+// the queue took, with lossCutMargin, and to localCutMax at least
 // (rateControl.localCut). The signal needs no round trip, so cuts may
 // come every rateEpochMin. The receivers NAK what was lost.
 //
@@ -455,10 +454,10 @@ func (s *Sender) confirm(src uint32) {
 // --rate 1G into 500 Mbit/s had 90% dropped).
 func (s *Sender) NoteLocalDrops(now time.Time, n uint64) {
 	s.stats.LocalDrops += n
-	if !s.localSampling {
+	if s.localAt.IsZero() {
 		// The drop that starts a sample is not in it: a GSO buffer's
 		// datagrams are dropped together.
-		s.localSampling, s.localAt, s.localDrops = true, now, 0
+		s.localAt, s.localDrops = now, 0
 		s.localMark, s.localBytes = s.packetsSent(), s.stats.BytesSent
 		return
 	}
@@ -467,11 +466,11 @@ func (s *Sender) NoteLocalDrops(now time.Time, n uint64) {
 	if sent < localSample || dt < localSampleTime {
 		return
 	}
-	kept := float64(sent-min(s.localDrops, sent)) / float64(sent)
+	dropped := float64(min(s.localDrops, sent)) / float64(sent)
 	// In the pacer's measure, which counts each datagram's headers.
-	wire := float64(s.stats.BytesSent-s.localBytes) + float64(sent)*float64(s.pace.overhead)
-	took := wire * kept * 8 / dt.Seconds()
-	share := min(max(min(1-took/s.rc.sending(), float64(s.localDrops)/float64(sent)), 0), localShareMax)
+	onWire := float64(s.stats.BytesSent-s.localBytes) + float64(sent*uint64(s.pace.overhead))
+	took := onWire * (1 - dropped) * 8 / dt.Seconds()
+	share := min(max(min(dropped, 1-took/s.rc.sending()), 0), localShareMax)
 	if s.debug {
 		s.cfg.Logger.Debug("local drops", "sent", sent, "dropped", s.localDrops, "ms", dt.Seconds()*1e3,
 			"took_bps", took, "sending_bps", s.rc.sending(), "share", share)
@@ -480,7 +479,7 @@ func (s *Sender) NoteLocalDrops(now time.Time, n uint64) {
 		s.stats.RateCuts++
 		s.rateCut(now)
 	}
-	s.localSampling = false
+	s.localAt = time.Time{}
 }
 
 // localSample and localSampleTime are how many datagrams, and how long,
