@@ -2,7 +2,6 @@ package fec
 
 import (
 	"errors"
-	"sync"
 
 	"github.com/klauspost/reedsolomon"
 )
@@ -34,8 +33,8 @@ import (
 
 var errSingular = errors.New("fec: singular erasure matrix")
 
-// erasureScratch is rebuildMissing's working memory, pooled so that a
-// rebuild allocates nothing in steady state.
+// erasureScratch is rebuildMissing's working memory, kept by the Codec
+// (getScratch) so that a rebuild allocates nothing in steady state.
 type erasureScratch struct {
 	aug     []byte   // e rows of 2e bytes: [A | I], then [I | A⁻¹]
 	rows    [][]byte // the rows of aug, swapped by the pivoting
@@ -45,7 +44,48 @@ type erasureScratch struct {
 	outs    [][]byte
 }
 
-var erasurePool = sync.Pool{New: func() any { return new(erasureScratch) }}
+// newErasureScratch makes scratch at the size of the largest block, so
+// that it does not grow (allocate) each time a rebuild is larger than any
+// before; aug is 8 KiB, enough for 64 losses in a block (2e² bytes).
+func newErasureScratch() *erasureScratch {
+	return &erasureScratch{
+		aug:     make([]byte, 8<<10),
+		rows:    make([][]byte, 0, MaxSymbols),
+		coef:    make([]byte, MaxSymbols),
+		missing: make([]int, 0, MaxSymbols),
+		parity:  make([]int, 0, MaxSymbols),
+		outs:    make([][]byte, 0, MaxSymbols),
+	}
+}
+
+// maxFreeScratch bounds the scratch a Codec keeps for rebuilds: one per
+// rebuild running at once, up to this many.
+const maxFreeScratch = 16
+
+// getScratch returns scratch for a rebuild, from the Codec's free list
+// if it has one. The list is not a sync.Pool: a pool is emptied by every
+// garbage collection, and each rebuild after one allocated anew (measured
+// in BenchmarkReceiverData at 5% loss: 2-7 allocations in 200,000
+// packets, none with GOGC=off).
+func (c *Codec) getScratch() *erasureScratch {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.scratch); n > 0 {
+		sc := c.scratch[n-1]
+		c.scratch = c.scratch[:n-1]
+		return sc
+	}
+	return newErasureScratch()
+}
+
+// putScratch gives scratch back to the free list.
+func (c *Codec) putScratch(sc *erasureScratch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.scratch) < maxFreeScratch {
+		c.scratch = append(c.scratch, sc)
+	}
+}
 
 // invertRows inverts the e×e matrix in the left halves of rows (each 2e
 // bytes, the right halves the identity) by Gauss-Jordan elimination on
@@ -80,8 +120,8 @@ func invertRows(rows [][]byte, e int) error {
 // few parity symbols, or the matrix is singular, which an MDS code rules
 // out) and the library must.
 func (c *Codec) rebuildMissing(k int, syms [][]byte, gen [][]byte) bool {
-	sc := erasurePool.Get().(*erasureScratch)
-	defer erasurePool.Put(sc)
+	sc := c.getScratch()
+	defer c.putScratch(sc)
 	missing := sc.missing[:0]
 	for i := range k {
 		if len(syms[i]) == 0 {

@@ -1,7 +1,9 @@
 package fec
 
 import (
+	"bytes"
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/klauspost/reedsolomon"
@@ -73,4 +75,49 @@ func mustGen(t *testing.T, k int) [][]byte {
 		t.Fatal(err)
 	}
 	return g
+}
+
+// TestRebuildAllocs: rebuilding lost source symbols into buffers the
+// caller keeps (zero length, full capacity) allocates nothing, also after
+// a garbage collection (a sync.Pool of scratch is emptied by one, and the
+// next rebuild allocated its scratch anew), and for a rebuild larger
+// than every one before it.
+func TestRebuildAllocs(t *testing.T) {
+	const k, m = 128, 16
+	r := newRand(t, 7)
+	c := newTestCodec(t, benchSymbolSize)
+	src := randSymbols(r, k, benchSymbolSize)
+	par := makeSymbols(m, benchSymbolSize, 0)
+	if err := c.Parity(src, 0, par); err != nil {
+		t.Fatal(err)
+	}
+	syms := make([][]byte, k+m)
+	spare := makeSymbols(16, benchSymbolSize, 0xAA) // the lost symbols' buffers
+	lost := 1
+	rebuild := func() {
+		copy(syms, src)
+		copy(syms[k:], par)
+		for i := range lost {
+			syms[i*7] = spare[i][:0] // keeps its capacity: the rebuild reuses it
+		}
+		if err := c.Rebuild(k, syms); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rebuild() // the first scratch
+	for _, n := range []int{1, 4, 16} {
+		lost = n
+		allocs := testing.AllocsPerRun(20, func() {
+			runtime.GC()
+			rebuild()
+		})
+		if allocs != 0 {
+			t.Errorf("rebuilding %d lost of %d (with a GC before each): %.1f allocations, want 0", n, k, allocs)
+		}
+		for i := range n {
+			if &syms[i*7][0] != &spare[i][0] || !bytes.Equal(syms[i*7], src[i*7]) {
+				t.Fatalf("%d lost: symbol %d rebuilt wrong", n, i*7)
+			}
+		}
+	}
 }
