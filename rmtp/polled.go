@@ -75,7 +75,7 @@ type polledFD struct {
 // fails (it cannot, short of a bug), the duplicate is used anyway: the
 // socket then may still wake the poller, which costs only CPU.
 func (c *UDPConn) detach() error {
-	if c.mr == nil {
+	if c.mr == nil || c.v6 {
 		return fmt.Errorf("socket %s: polled reads are IPv4 only", c.local)
 	}
 	rc, err := c.conn.SyscallConn()

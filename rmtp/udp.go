@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -140,7 +141,7 @@ type UDPConn struct {
 
 	readMu sync.Mutex
 	rmsgs  []ipv4.Message // guarded by readMu; each has one Buffers slot
-	mr     *mmsgReader    // guarded by readMu; IPv4 reads (nil for IPv6)
+	mr     *mmsgReader    // guarded by readMu; raw reads, IPv4 and IPv6
 	mw     *mmsgWriter    // guarded by writeMu; IPv4 writes (nil for IPv6)
 
 	polled *polledFD    // set if reads bypass the runtime poller (polled.go)
@@ -453,10 +454,11 @@ func newMessages(n int) []ipv4.Message {
 // After Close, it returns an error for which errors.Is(err, net.ErrClosed)
 // holds.
 //
-// Allocation: none in steady state on IPv4 sockets, which call recvmmsg
-// themselves (mmsgReader). On IPv6 sockets x/net parses each source
-// address into a new *net.UDPAddr and net.IP, i.e. 2 allocations per
-// datagram received.
+// Allocation: none in steady state: the socket calls recvmmsg itself
+// (mmsgReader) and reads source addresses out of preallocated sockaddrs
+// (x/net's ReadBatch parses each into a new *net.UDPAddr and net.IP, 2
+// allocations per datagram; it is used only if the raw reader could not
+// be set up).
 func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
@@ -499,8 +501,7 @@ func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 	return n, nil
 }
 
-// readBatchMmsg is ReadBatch on an IPv4 socket without GRO; readMu is
-// held.
+// readBatchMmsg is ReadBatch without GRO; readMu is held.
 func (c *UDPConn) readBatchMmsg(ms []Datagram) (int, error) {
 	m := c.mr
 	for i := range ms {
@@ -524,8 +525,8 @@ func (c *UDPConn) readBatchMmsg(ms []Datagram) (int, error) {
 }
 
 // mmsgCall is the preallocated state of raw recvmmsg or sendmmsg calls
-// on an IPv4 socket (mmsgReader, mmsgWriter): headers, iovecs and
-// sockaddrs, and the call's arguments and results. The call is raw and
+// (mmsgReader on IPv4 and IPv6 sockets, mmsgWriter on IPv4 ones):
+// headers, iovecs and sockaddrs, and the call's arguments and results. The call is raw and
 // never blocks (MSG_DONTWAIT; see "Raw system calls" in polled.go): an
 // empty or full socket waits in the runtime poller.
 type mmsgCall struct {
@@ -534,6 +535,12 @@ type mmsgCall struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
+	// names6 replaces names on an IPv6 socket (newMmsgReader6); the
+	// source addresses of link-local scope get zone zoneName if their
+	// scope is interface zoneIndex, the socket's (as x/net names them).
+	names6    []unix.RawSockaddrInet6
+	zoneIndex uint32
+	zoneName  string
 	// The call's arguments and results; fn is call bound once, so
 	// RawConn.Read and Write get no new closure per call.
 	want  int
@@ -565,8 +572,13 @@ func (m *mmsgCall) point(i, first, niov int, oob []byte) {
 		h.Iov = &m.iovs[first]
 	}
 	h.SetIovlen(niov)
-	h.Name = (*byte)(unsafe.Pointer(&m.names[i]))
-	h.Namelen = unix.SizeofSockaddrInet4
+	if m.names6 != nil {
+		h.Name = (*byte)(unsafe.Pointer(&m.names6[i]))
+		h.Namelen = unix.SizeofSockaddrInet6
+	} else {
+		h.Name = (*byte)(unsafe.Pointer(&m.names[i]))
+		h.Namelen = unix.SizeofSockaddrInet4
+	}
 	h.Control, h.Controllen = nil, 0
 	if len(oob) > 0 {
 		h.Control = &oob[0]
@@ -636,10 +648,10 @@ func (m *mmsgCall) call(fd uintptr) bool {
 	return true
 }
 
-// mmsgReader calls recvmmsg on an IPv4 socket into preallocated headers,
-// with source addresses written to preallocated sockaddrs: x/net's
-// ReadBatch allocates a *net.UDPAddr and its net.IP for every datagram.
-// It is owned by the UDPConn's reader (readMu).
+// mmsgReader calls recvmmsg into preallocated headers, with source
+// addresses written to preallocated sockaddrs: x/net's ReadBatch
+// allocates a *net.UDPAddr and its net.IP for every datagram. It is owned
+// by the UDPConn's reader (readMu).
 type mmsgReader struct{ mmsgCall }
 
 func newMmsgReader(conn *net.UDPConn, n int) (*mmsgReader, error) {
@@ -650,10 +662,27 @@ func newMmsgReader(conn *net.UDPConn, n int) (*mmsgReader, error) {
 	return &mmsgReader{c}, nil
 }
 
+// newMmsgReader6 is newMmsgReader for an IPv6 socket on interface ifi.
+func newMmsgReader6(conn *net.UDPConn, n int, ifi *net.Interface) (*mmsgReader, error) {
+	m, err := newMmsgReader(conn, n)
+	if err != nil {
+		return nil, err
+	}
+	m.names = nil
+	m.names6 = make([]unix.RawSockaddrInet6, n)
+	m.zoneIndex, m.zoneName = uint32(ifi.Index), ifi.Name
+	return m, nil
+}
+
 // set points message i at buf and, if oob is not nil, a control buffer.
 func (m *mmsgReader) set(i int, buf, oob []byte) {
 	m.setIov(i, buf)
-	m.names[i].Family = 0 // source() trusts only a name the kernel wrote
+	// source() trusts only a name the kernel wrote.
+	if m.names6 != nil {
+		m.names6[i].Family = 0
+	} else {
+		m.names[i].Family = 0
+	}
 	m.point(i, i, 1, oob)
 }
 
@@ -679,12 +708,40 @@ func (c *UDPConn) mmsgRead(m *mmsgReader, n int) (int, error) {
 
 // source returns the source address of message i.
 func (m *mmsgReader) source(i int) netip.AddrPort {
+	if m.names6 != nil {
+		return m.source6(i)
+	}
 	sa := &m.names[i]
 	if sa.Family != unix.AF_INET {
 		return netip.AddrPort{}
 	}
 	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
 	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port)
+}
+
+// source6 is source on an IPv6 socket. The address has the zone x/net
+// would give it: the interface's name for a scope of that interface (no
+// allocation: netip interns zones), another interface's name for another
+// scope (looked up, which allocates; the socket is bound to one
+// interface's group, so that is not expected).
+func (m *mmsgReader) source6(i int) netip.AddrPort {
+	sa := &m.names6[i]
+	if sa.Family != unix.AF_INET6 {
+		return netip.AddrPort{}
+	}
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+	a := netip.AddrFrom16(sa.Addr)
+	if sa.Scope_id != 0 {
+		zone := m.zoneName
+		if sa.Scope_id != m.zoneIndex {
+			zone = strconv.FormatUint(uint64(sa.Scope_id), 10)
+			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
+				zone = ifi.Name
+			}
+		}
+		a = a.WithZone(zone)
+	}
+	return netip.AddrPortFrom(a.Unmap(), port)
 }
 
 // addrPortOf converts a received source address without allocating.

@@ -17,8 +17,9 @@ import (
 // IPv6 multicast: the same UDPConn over golang.org/x/net/ipv6.
 //
 // ipv4.Message and ipv6.Message are both x/net's socket.Message, so the
-// batch read and write paths are shared (batchConn); only opening the
-// socket and its multicast options differ:
+// batch write path is shared (batchConn); reads are raw recvmmsg for both
+// (mmsgReader, with IPv6 sockaddrs here); only opening the socket and its
+// multicast options differ:
 //
 //   - The socket is AF_INET6 with IPV6_V6ONLY, SO_REUSEADDR, and
 //     IPV6_MULTICAST_ALL cleared, bound to the group address like the IPv4
@@ -103,6 +104,10 @@ func openUDP6(cfg SocketConfig, log *slog.Logger) (*UDPConn, error) {
 	}
 	c.rmsgs = newMessages(udpMaxBatch)
 	c.wmsgs = newMessages(udpMaxBatch)
+	if c.mr, err = newMmsgReader6(conn, max(udpMaxBatch, groMaxBatch), ifi); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("socket %s on %s: %w", c.local, ifi.Name, err)
+	}
 	return c, nil
 }
 

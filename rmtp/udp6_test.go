@@ -3,9 +3,14 @@
 package rmtp
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestResolveIPv6 checks that an IPv6 group resolves without an IPv4
@@ -54,5 +59,102 @@ func TestOpenUDP6(t *testing.T) {
 	}
 	if ua.Zone != "lo" {
 		t.Errorf("link-local destination zone %q, want lo", ua.Zone)
+	}
+}
+
+// TestUDP6ReadAllocs: an IPv6 socket reads through raw recvmmsg too, so
+// a datagram received allocates nothing (x/net's ReadBatch allocated a
+// *net.UDPAddr and its net.IP for each), and its source is the sender's
+// address and port. Unicast on ::1 (lo has no IPv6 multicast route).
+func TestUDP6ReadAllocs(t *testing.T) {
+	lo, _ := loopbackInterface(t)
+	open := func() *UDPConn {
+		c, err := OpenUDP(SocketConfig{Interface: lo, Bind: netip.MustParseAddrPort("[::1]:0"), TTL: 0})
+		if err != nil {
+			t.Skipf("no IPv6 socket on ::1: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	recv, send := open(), open()
+	if recv.mr == nil || recv.mr.names6 == nil {
+		t.Fatal("IPv6 socket without its raw IPv6 reader")
+	}
+	if err := recv.SetReadDeadline(time.Now().Add(testReadTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	const batch = 8
+	out := make([]Datagram, batch)
+	in := make([]Datagram, batch)
+	for i := range out {
+		out[i] = Datagram{Buf: make([]byte, 1400), Addr: recv.LocalAddr()}
+		out[i].Buf[0] = byte(i)
+		in[i] = Datagram{Buf: make([]byte, 0, 1500)}
+	}
+	var failed error
+	read := func() {
+		if _, err := send.WriteBatch(out); err != nil && failed == nil {
+			failed = err
+		}
+		for got := 0; got < batch && failed == nil; {
+			n, err := recv.ReadBatch(in[got:])
+			if err != nil {
+				failed = err
+			}
+			got += n
+		}
+	}
+	read()
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	for i, d := range in {
+		if len(d.Buf) != 1400 || d.Addr != send.LocalAddr() {
+			t.Fatalf("datagram %d: %d bytes from %v, want 1400 from %v", i, len(d.Buf), d.Addr, send.LocalAddr())
+		}
+	}
+	write := testing.AllocsPerRun(100, func() {
+		if _, err := send.WriteBatch(out); err != nil && failed == nil {
+			failed = err
+		}
+		for got := 0; got < batch && failed == nil; { // drain them
+			n, err := recv.ReadBatch(in[got:])
+			if err != nil {
+				failed = err
+			}
+			got += n
+		}
+	})
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	t.Logf("allocations per WriteBatch(%d) and reading it back: %.2f", batch, write)
+	if raceEnabled() {
+		t.Log("race detector on: the counts are not checked")
+		return
+	}
+	if write != 0 {
+		t.Errorf("WriteBatch(%d) and reading it back: %.2f allocations, want 0", batch, write)
+	}
+}
+
+// TestSource6Zone: a link-local source on the socket's interface gets
+// the interface's name as its zone, as x/net gave it; one without a
+// scope gets none; a sockaddr the kernel did not write is no address.
+func TestSource6Zone(t *testing.T) {
+	lo, _ := loopbackInterface(t)
+	m := &mmsgReader{mmsgCall{names6: make([]unix.RawSockaddrInet6, 3), zoneIndex: uint32(lo.Index), zoneName: lo.Name}}
+	ll := netip.MustParseAddr("fe80::1")
+	m.names6[0] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ll.As16(), Scope_id: uint32(lo.Index)}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&m.names6[0].Port))[:], 7701)
+	m.names6[1] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: netip.MustParseAddr("2001:db8::5").As16()}
+	if got, want := m.source(0), netip.AddrPortFrom(ll.WithZone(lo.Name), 7701); got != want {
+		t.Errorf("link-local source: %v, want %v", got, want)
+	}
+	if got := m.source(1); got.Addr() != netip.MustParseAddr("2001:db8::5") || got.Addr().Zone() != "" {
+		t.Errorf("global source: %v, want 2001:db8::5 without a zone", got)
+	}
+	if got := m.source(2); got.IsValid() {
+		t.Errorf("unwritten sockaddr: %v, want no address", got)
 	}
 }
