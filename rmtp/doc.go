@@ -223,7 +223,8 @@
 //     resumed when it is taken again.
 //   - IPv6 groups use the same UDPConn over golang.org/x/net/ipv6
 //     (udp6.go): both packages' Message is x/net's socket.Message, so the
-//     batched read and write paths are shared. The interface needs no
+//     batched write path is shared; reads are raw recvmmsg into IPv6
+//     sockaddrs (no allocation per datagram). The interface needs no
 //     IPv4 address, the kernel picks the source, and the symbol size
 //     allows for the 40-byte header. Repair servers and relays stay IPv4.
 //   - The Repairer (repairer.go) is the sender's NAK aggregation and
