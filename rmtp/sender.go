@@ -396,9 +396,14 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 		}
 		if p.Status.Flags&wire.StatusCongested != 0 {
 			s.stats.CongestionReports++
-			if s.rc.congested(now, s.grtt.grtt) {
+			cut := s.rc.congested(now, s.grtt.grtt)
+			if cut {
 				s.stats.RateCuts++
 				s.rateCut(now)
+			}
+			if s.debug {
+				s.cfg.Logger.Debug("congestion report", "source", p.Source, "queue_permille", p.Status.QueuePermille,
+					"overruns", p.Status.Overruns, "cut", cut, "rate_bps", s.rc.rate, "grtt_ms", s.grtt.grtt.Seconds()*1e3)
 			}
 		}
 		s.reports.Note(p.Source, &p.Status)
