@@ -91,38 +91,18 @@ func TestUDP6ReadAllocs(t *testing.T) {
 		out[i].Buf[0] = byte(i)
 		in[i] = Datagram{Buf: make([]byte, 0, 1500)}
 	}
-	var failed error
-	read := func() {
-		if _, err := send.WriteBatch(out); err != nil && failed == nil {
-			failed = err
-		}
-		for got := 0; got < batch && failed == nil; {
-			n, err := recv.ReadBatch(in[got:])
-			if err != nil {
-				failed = err
-			}
-			got += n
-		}
-	}
-	read()
-	if failed != nil {
-		t.Fatal(failed)
+	if err := writeReadBack(send, recv, out, in); err != nil {
+		t.Fatal(err)
 	}
 	for i, d := range in {
-		if len(d.Buf) != 1400 || d.Addr != send.LocalAddr() {
+		if len(d.Buf) != 1400 || d.Buf[0] != byte(i) || d.Addr != send.LocalAddr() {
 			t.Fatalf("datagram %d: %d bytes from %v, want 1400 from %v", i, len(d.Buf), d.Addr, send.LocalAddr())
 		}
 	}
+	var failed error
 	write := testing.AllocsPerRun(100, func() {
-		if _, err := send.WriteBatch(out); err != nil && failed == nil {
+		if err := writeReadBack(send, recv, out, in); err != nil && failed == nil {
 			failed = err
-		}
-		for got := 0; got < batch && failed == nil; { // drain them
-			n, err := recv.ReadBatch(in[got:])
-			if err != nil {
-				failed = err
-			}
-			got += n
 		}
 	})
 	if failed != nil {

@@ -567,6 +567,22 @@ func raceEnabled() bool {
 	return false
 }
 
+// writeReadBack sends out from send and reads as many datagrams into in
+// (len(in) >= len(out)) from recv.
+func writeReadBack(send, recv *UDPConn, out, in []Datagram) error {
+	if _, err := send.WriteBatch(out); err != nil {
+		return err
+	}
+	for got := 0; got < len(out); {
+		n, err := recv.ReadBatch(in[got:len(out)])
+		if err != nil {
+			return err
+		}
+		got += n
+	}
+	return nil
+}
+
 func TestUDPAllocs(t *testing.T) {
 	port := freePort(t)
 	group := testGroup(8)
@@ -597,15 +613,8 @@ func TestUDPAllocs(t *testing.T) {
 		}
 	})
 	writeRead := testing.AllocsPerRun(200, func() {
-		if _, err := send.WriteBatch(out); err != nil && failed == nil {
+		if err := writeReadBack(send, recv, out, in); err != nil && failed == nil {
 			failed = err
-		}
-		for got := 0; got < batch && failed == nil; {
-			n, err := recv.ReadBatch(in[got:])
-			if err != nil {
-				failed = err
-			}
-			got += n
 		}
 	})
 	if failed != nil {
