@@ -37,9 +37,6 @@ type Codec struct {
 	// k+first..k+first+n-1 of the default matrix. Guarded by mu; at most
 	// maxCachedEncoders entries, evicted arbitrarily.
 	encoders map[encoderKey]reedsolomon.Encoder
-	// scratch is the free list of rebuild scratch (getScratch), guarded
-	// by mu, at most maxFreeScratch entries.
-	scratch []*erasureScratch
 }
 
 type encoderKey struct{ k, first, n int }
@@ -56,7 +53,6 @@ func NewCodec(symbolSize int) (*Codec, error) {
 			return &s
 		}},
 		encoders: make(map[encoderKey]reedsolomon.Encoder),
-		scratch:  make([]*erasureScratch, 0, maxFreeScratch),
 	}, nil
 }
 

@@ -23,7 +23,7 @@ func TestHashFromMemory(t *testing.T) {
 		readBack bool // some blocks must be read back
 	}{
 		{"default window", 0, false},
-		{"512 KiB window", 512 << 10, true},
+		{"1 MiB window", 1 << 20, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := randBytes(11, 3<<20)

@@ -188,10 +188,11 @@ type pendBlock struct {
 // they are read back from the file when their turn comes. Reading them
 // back cost a pread copy of each: 2.8% of all the host's samples in a
 // perf profile of 8 receivers at 1% loss (setting A); 1.6% with a
-// quarter of the window kept, where a third of them were still read
-// back; with half, 3-20%. The receiver's memory is then bounded by
-// WindowBytes·(1+1/hashPendDiv).
-const hashPendDiv = 2
+// quarter of the window kept, where 18-36% of them were still read back
+// (3-20% with half, but that cost repairtree's race-enabled tests, with
+// many receivers in one process, 0.9 GB more than none; a quarter, 0.4).
+// The receiver's memory is then bounded by WindowBytes·(1+1/hashPendDiv).
+const hashPendDiv = 4
 
 // keepForHash keeps data, block blk of object o that completed before
 // o.hashNext, for hashForward, if there is room; it reports whether it
@@ -202,7 +203,10 @@ func (r *Receiver) keepForHash(o *robj, blk uint32, data []byte) bool {
 		return false
 	}
 	if o.pend == nil {
-		o.pend = make([]pendBlock, max(1, limit/(r.lay.k*r.lay.symbolSize)))
+		// No more slots than the object has blocks: with small symbols
+		// and many small files, limit/blockBytes slots per object added
+		// up to gigabytes (repairtree's tests).
+		o.pend = make([]pendBlock, max(1, min(int(o.nblocks), limit/(r.lay.k*r.lay.symbolSize))))
 	}
 	if blk-o.hashNext >= uint32(len(o.pend)) {
 		return false
