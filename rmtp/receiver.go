@@ -54,25 +54,21 @@ func FileObjects(m *wire.Manifest) []int {
 
 // ReceiverStats are a Receiver's counters.
 type ReceiverStats struct {
-	Session       string `json:"session"`
-	Files         int    `json:"files"`
-	Bytes         uint64 `json:"bytes"`
-	BytesDone     uint64 `json:"bytes_done"`
-	DataPackets   uint64 `json:"data_packets"`   // source symbols kept
-	ParityPackets uint64 `json:"parity_packets"` // parity symbols kept
-	RepairPackets uint64 `json:"repair_packets"` // symbols flagged as repair, kept
-	DupPackets    uint64 `json:"dup_packets"`    // symbols already held or blocks already done
-	BlocksRebuilt uint64 `json:"blocks_rebuilt"` // blocks that needed decoding
-	// Blocks that completed before the one the file's hash waited for,
-	// hashed later from memory (hashPendDiv) or read back from the file.
-	HashedFromMemory uint64            `json:"hashed_from_memory"`
-	HashedReadBack   uint64            `json:"hashed_read_back"`
-	NAKsSent         uint64            `json:"naks_sent"` // NAK packets
-	NAKEntriesSent   uint64            `json:"nak_entries_sent"`
-	NAKsHeard        uint64            `json:"naks_heard"`      // NAK packets from peers
-	NAKsSuppressed   uint64            `json:"naks_suppressed"` // own NAKs cancelled by a peer's
-	AdvertsHeard     uint64            `json:"adverts_heard"`   // repair servers' ADVERTs
-	Drops            map[string]uint64 `json:"drops"`           // packets dropped, by reason
+	Session        string            `json:"session"`
+	Files          int               `json:"files"`
+	Bytes          uint64            `json:"bytes"`
+	BytesDone      uint64            `json:"bytes_done"`
+	DataPackets    uint64            `json:"data_packets"`   // source symbols kept
+	ParityPackets  uint64            `json:"parity_packets"` // parity symbols kept
+	RepairPackets  uint64            `json:"repair_packets"` // symbols flagged as repair, kept
+	DupPackets     uint64            `json:"dup_packets"`    // symbols already held or blocks already done
+	BlocksRebuilt  uint64            `json:"blocks_rebuilt"` // blocks that needed decoding
+	NAKsSent       uint64            `json:"naks_sent"`      // NAK packets
+	NAKEntriesSent uint64            `json:"nak_entries_sent"`
+	NAKsHeard      uint64            `json:"naks_heard"`      // NAK packets from peers
+	NAKsSuppressed uint64            `json:"naks_suppressed"` // own NAKs cancelled by a peer's
+	AdvertsHeard   uint64            `json:"adverts_heard"`   // repair servers' ADVERTs
+	Drops          map[string]uint64 `json:"drops"`           // packets dropped, by reason
 	// Overload (NoteLoad): packets the data socket dropped because this
 	// receiver did not read them in time, the fullest its queue was seen,
 	// and the congestion reports sent and left to a peer's.
@@ -157,83 +153,17 @@ type rblock struct {
 
 // robj is a receiver's view of one object.
 type robj struct {
-	size     uint64
-	nblocks  uint32
-	done     []uint64 // bitset of complete blocks
-	ndone    uint32
-	hashNext uint32 // blocks before this one are hashed
-	hash     hash.Hash
-	// pend holds blocks that completed before hashNext's, for hashForward
-	// to hash from memory rather than read them back from the file: slot
-	// blk % len(pend), only for blk < hashNext+len(pend). Made on the
-	// object's first such block, dropped at commit; see hashPendDiv.
-	pend      []pendBlock
+	size      uint64
+	nblocks   uint32
+	done      []uint64 // bitset of complete blocks
+	ndone     uint32
+	hashNext  uint32 // blocks before this one are hashed
+	hash      hash.Hash
 	crc       []uint32 // CRC-32C of each block written, for checkpoints
 	committed bool
 }
 
 func (o *robj) isDone(b uint32) bool { return o.done[b>>6]&(1<<(b&63)) != 0 }
-
-// pendBlock is a block kept for hashing (robj.pend): its bytes, nil if
-// the slot is empty.
-type pendBlock struct {
-	blk  uint32
-	data []byte
-}
-
-// hashPendDiv: blocks that complete before the one the hash is waiting
-// for (a block that lost a symbol waits a repair round; at 1% loss and
-// k = 128 about 28% of blocks lose nothing and overtake it) are kept in
-// memory for the hash, up to WindowBytes/hashPendDiv in all; beyond that
-// they are read back from the file when their turn comes. Reading them
-// back cost a pread copy of each: 2.8% of all the host's samples in a
-// perf profile of 8 receivers at 1% loss (setting A); 1.6% with a
-// quarter of the window kept, where 18-36% of them were still read back
-// (3-20% with half, but that cost repairtree's race-enabled tests, with
-// many receivers in one process, 0.9 GB more than none; a quarter, 0.4).
-// The receiver's memory is then bounded by WindowBytes·(1+1/hashPendDiv).
-const hashPendDiv = 4
-
-// keepForHash keeps data, block blk of object o that completed before
-// o.hashNext, for hashForward, if there is room; it reports whether it
-// did (the caller then must not pool the buffer).
-func (r *Receiver) keepForHash(o *robj, blk uint32, data []byte) bool {
-	limit := r.cfg.WindowBytes / hashPendDiv
-	if r.pendBytes+cap(data) > limit {
-		return false
-	}
-	if o.pend == nil {
-		// No more slots than the object has blocks: with small symbols
-		// and many small files, limit/blockBytes slots per object added
-		// up to gigabytes (repairtree's tests).
-		o.pend = make([]pendBlock, max(1, min(int(o.nblocks), limit/(r.lay.k*r.lay.symbolSize))))
-	}
-	if blk-o.hashNext >= uint32(len(o.pend)) {
-		return false
-	}
-	p := &o.pend[blk%uint32(len(o.pend))]
-	if p.data != nil {
-		return false // cannot happen: every kept block is in [hashNext, hashNext+len)
-	}
-	p.blk, p.data = blk, data
-	r.pendBytes += cap(data)
-	return true
-}
-
-// takePend returns block blk of o if keepForHash kept it, and forgets it.
-func (r *Receiver) takePend(o *robj, blk uint32) []byte {
-	if len(o.pend) == 0 {
-		return nil
-	}
-	p := &o.pend[blk%uint32(len(o.pend))]
-	if p.data == nil || p.blk != blk {
-		return nil
-	}
-	d := p.data
-	p.data = nil
-	r.pendBytes -= cap(d)
-	return d
-}
 
 type timerEntry struct {
 	at  time.Time
@@ -289,8 +219,6 @@ type Receiver struct {
 	endAt    time.Time
 
 	window int // bytes held in incomplete blocks
-	// pendBytes: capacity of the buffers robj.pend holds, every object's.
-	pendBytes int
 	// reservedBytes is room in the window kept for blocks NAKed before
 	// any of their data arrived (rblock.reserved).
 	reservedBytes int
@@ -900,9 +828,6 @@ func (r *Receiver) complete(now time.Time, b *rblock) {
 		if b.key.blk == o.hashNext {
 			o.hash.Write(data)
 			o.hashNext++
-		} else if r.keepForHash(o, b.key.blk, data) {
-			r.window -= len(b.data)
-			b.data = nil // kept: release must not pool it
 		}
 	}
 	o.done[b.key.blk>>6] |= 1 << (b.key.blk & 63)
@@ -921,19 +846,11 @@ func (r *Receiver) complete(now time.Time, b *rblock) {
 	}
 }
 
-// hashForward hashes, in order, blocks that completed out of order:
-// from memory if keepForHash kept them, else read back from the file.
+// hashForward hashes, in order, blocks that completed out of order and
+// are already on disk.
 func (r *Receiver) hashForward(obj uint32) {
 	o := &r.objs[obj]
 	for o.hashNext < o.nblocks && o.isDone(o.hashNext) {
-		if d := r.takePend(o, o.hashNext); d != nil {
-			o.hash.Write(d)
-			r.blockPool = append(r.blockPool, d[:cap(d)])
-			r.stats.HashedFromMemory++
-			o.hashNext++
-			continue
-		}
-		r.stats.HashedReadBack++
 		n := r.lay.blockBytes(o.size, o.hashNext)
 		buf := r.getBlock()[:n]
 		err := r.store.ReadAt(obj, buf, int64(r.lay.blockOffset(o.hashNext)))
@@ -949,20 +866,8 @@ func (r *Receiver) hashForward(obj uint32) {
 	}
 }
 
-// dropPend gives o's kept blocks back (none are left once o is hashed).
-func (r *Receiver) dropPend(o *robj) {
-	for i := range o.pend {
-		if d := o.pend[i].data; d != nil {
-			r.pendBytes -= cap(d)
-			r.blockPool = append(r.blockPool, d[:cap(d)])
-		}
-	}
-	o.pend = nil
-}
-
 func (r *Receiver) commit(obj uint32) {
 	o := &r.objs[obj]
-	r.dropPend(o)
 	e := &r.manifest.Entries[FileObjects(r.manifest)[obj-1]]
 	var sum [32]byte
 	o.hash.Sum(sum[:0])
@@ -1084,13 +989,11 @@ func (r *Receiver) release(b *rblock) {
 	if b.data != nil {
 		r.window -= len(b.data)
 		r.blockPool = append(r.blockPool, b.data[:cap(b.data)])
-	}
-	// Parity symbols (only a block with data has any; complete may have
-	// taken the data for the hash, keepForHash).
-	for i := b.k; i < len(b.syms); i++ {
-		if s := b.syms[i]; len(s) != 0 {
-			r.window -= len(s)
-			r.symPool = append(r.symPool, s)
+		for i := b.k; i < len(b.syms); i++ {
+			if s := b.syms[i]; len(s) != 0 {
+				r.window -= len(s)
+				r.symPool = append(r.symPool, s)
+			}
 		}
 	}
 	// The symbols now belong to the pools: the kept syms array must not

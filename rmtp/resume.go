@@ -237,7 +237,6 @@ func (r *Receiver) forget(rs ResumableStore, obj uint32) {
 		}
 	}
 	clear(o.done)
-	r.dropPend(o)
 	o.ndone, o.hashNext, o.hash = 0, 0, nil
 	if err := rs.Forget(obj); err != nil {
 		r.fail(err)
