@@ -84,13 +84,7 @@ func TestUDP6ReadAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	const batch = 8
-	out := make([]Datagram, batch)
-	in := make([]Datagram, batch)
-	for i := range out {
-		out[i] = Datagram{Buf: make([]byte, 1400), Addr: recv.LocalAddr()}
-		out[i].Buf[0] = byte(i)
-		in[i] = Datagram{Buf: make([]byte, 0, 1500)}
-	}
+	out, in := testBatch(batch, recv.LocalAddr())
 	if err := writeReadBack(send, recv, out, in); err != nil {
 		t.Fatal(err)
 	}

@@ -567,6 +567,19 @@ func raceEnabled() bool {
 	return false
 }
 
+// testBatch returns n datagrams of 1400 bytes to dst, the first byte of
+// datagram i being i, and n receive buffers of 1500 bytes.
+func testBatch(n int, dst netip.AddrPort) (out, in []Datagram) {
+	out = make([]Datagram, n)
+	in = make([]Datagram, n)
+	for i := range out {
+		out[i] = Datagram{Buf: make([]byte, 1400), Addr: dst}
+		out[i].Buf[0] = byte(i)
+		in[i] = Datagram{Buf: make([]byte, 0, 1500)}
+	}
+	return out, in
+}
+
 // writeReadBack sends out from send and reads as many datagrams into in
 // (len(in) >= len(out)) from recv.
 func writeReadBack(send, recv *UDPConn, out, in []Datagram) error {
@@ -593,12 +606,7 @@ func TestUDPAllocs(t *testing.T) {
 	}
 
 	const batch = 8
-	out := make([]Datagram, batch)
-	in := make([]Datagram, batch)
-	for i := range out {
-		out[i] = Datagram{Buf: make([]byte, 1400), Addr: netip.AddrPortFrom(group, port)}
-		in[i] = Datagram{Buf: make([]byte, 0, 1500)}
-	}
+	out, in := testBatch(batch, netip.AddrPortFrom(group, port))
 	// Nobody joined testGroup(9): the datagrams go through the whole send
 	// path and are dropped on delivery.
 	nowhere := make([]Datagram, batch)
