@@ -78,7 +78,6 @@ type gsoState struct {
 // (on is also read without it, by Stats).
 type groState struct {
 	on    atomic.Bool
-	msgs  []ipv4.Message
 	bufs  [][]byte
 	oob   [][]byte
 	queue []groPending // buffers read but not handed out in full, from qhead
@@ -139,14 +138,11 @@ func (c *UDPConn) enableGRO() bool {
 	}
 	g := &c.gro
 	g.on.Store(true)
-	g.msgs = make([]ipv4.Message, groMaxBatch)
 	g.bufs = make([][]byte, groMaxBatch)
 	g.oob = make([][]byte, groMaxBatch)
-	for i := range g.msgs {
+	for i := range g.bufs {
 		g.bufs[i] = make([]byte, groBufSize)
 		g.oob[i] = make([]byte, unix.CmsgSpace(4)+unix.CmsgSpace(16))
-		g.msgs[i].Buffers = [][]byte{g.bufs[i]}
-		g.msgs[i].OOB = g.oob[i]
 	}
 	g.n = make([]int, groMaxBatch)
 	g.nn = make([]int, groMaxBatch)
@@ -314,7 +310,7 @@ func (c *UDPConn) probeGRO() {
 		return // keep reading coalesced buffers: still correct
 	}
 	g.on.Store(false)
-	g.msgs, g.bufs, g.oob, g.queue = nil, nil, nil, nil // 2 MiB of buffers
+	g.bufs, g.oob, g.queue = nil, nil, nil // 2 MiB of buffers
 	c.logger.Debug("UDP GRO coalesces nothing on this path; reading datagrams directly",
 		"local", c.local, "interface", c.ifname, "buffers", g.probeBufs)
 }
@@ -322,30 +318,17 @@ func (c *UDPConn) probeGRO() {
 // readGRO reads up to groMaxBatch coalesced buffers into g.bufs and
 // records, per buffer, its length, control length, flags and source.
 func (c *UDPConn) readGRO() (int, error) {
-	g := &c.gro
-	if m := c.mr; m != nil {
-		for i := range g.bufs {
-			m.set(i, g.bufs[i], g.oob[i])
-		}
-		k, err := c.mmsgRead(m, len(g.bufs))
-		for i := range k {
-			h := &m.hdrs[i]
-			g.n[i], g.nn[i], g.flags[i] = int(h.Len), int(h.Hdr.Controllen), int(h.Hdr.Flags)
-			g.addrs[i] = m.source(i)
-		}
-		m.reset(len(g.bufs))
-		return k, err
+	g, m := &c.gro, c.mr
+	for i := range g.bufs {
+		m.set(i, g.bufs[i], g.oob[i])
 	}
-	k, err := c.bc.ReadBatch(g.msgs, 0)
-	for i := 0; i < k; i++ {
-		m := &g.msgs[i]
-		g.n[i], g.nn[i], g.flags[i] = m.N, m.NN, m.Flags
-		g.addrs[i] = addrPortOf(m.Addr)
-		m.Addr = nil
+	k, err := c.mmsgRead(m, len(g.bufs))
+	for i := range k {
+		h := &m.hdrs[i]
+		g.n[i], g.nn[i], g.flags[i] = int(h.Len), int(h.Hdr.Controllen), int(h.Hdr.Flags)
+		g.addrs[i] = m.source(i)
 	}
-	for i := range g.msgs {
-		g.msgs[i].OOB = g.oob[i]
-	}
+	m.reset(len(g.bufs))
 	return k, err
 }
 

@@ -140,9 +140,8 @@ type UDPConn struct {
 	closed                     atomic.Bool
 
 	readMu sync.Mutex
-	rmsgs  []ipv4.Message // guarded by readMu; each has one Buffers slot
-	mr     *mmsgReader    // guarded by readMu; raw reads, IPv4 and IPv6
-	mw     *mmsgWriter    // guarded by writeMu; IPv4 writes (nil for IPv6)
+	mr     *mmsgReader // guarded by readMu; raw reads, IPv4 and IPv6
+	mw     *mmsgWriter // guarded by writeMu; IPv4 writes (nil for IPv6)
 
 	polled *polledFD    // set if reads bypass the runtime poller (polled.go)
 	gso    gsoState     // guarded by writeMu (gso.go)
@@ -194,7 +193,6 @@ func OpenUDP(cfg SocketConfig) (*UDPConn, error) {
 		return nil, err
 	}
 	c.bc = c.pc
-	c.rmsgs = newMessages(udpMaxBatch)
 	if c.mr, err = newMmsgReader(conn, max(udpMaxBatch, groMaxBatch)); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("socket %s on %s: %w", c.local, ifi.Name, err)
@@ -457,8 +455,7 @@ func newMessages(n int) []ipv4.Message {
 // Allocation: none in steady state: the socket calls recvmmsg itself
 // (mmsgReader) and reads source addresses out of preallocated sockaddrs
 // (x/net's ReadBatch parses each into a new *net.UDPAddr and net.IP, 2
-// allocations per datagram; it is used only if the raw reader could not
-// be set up).
+// allocations per datagram).
 func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
@@ -472,33 +469,7 @@ func (c *UDPConn) ReadBatch(ms []Datagram) (int, error) {
 		return c.readBatchGRO(ms) // gso.go
 	}
 
-	if c.mr != nil {
-		return c.readBatchMmsg(ms)
-	}
-	msgs := c.rmsgs[:len(ms)]
-	for i := range ms {
-		msgs[i].Buffers[0] = ms[i].Buf[:cap(ms[i].Buf)]
-	}
-	n, err := c.bc.ReadBatch(msgs, 0)
-	for i := 0; i < n; i++ {
-		m := &msgs[i]
-		if m.Flags&unix.MSG_TRUNC != 0 {
-			c.truncated.Add(1)
-			ms[i].Buf = ms[i].Buf[:0]
-		} else {
-			ms[i].Buf = ms[i].Buf[:m.N]
-		}
-		ms[i].Addr = addrPortOf(m.Addr)
-	}
-	// Drop references to the caller's buffers and x/net's addresses.
-	for i := range msgs {
-		msgs[i].Buffers[0] = nil
-		msgs[i].Addr = nil
-	}
-	if err != nil {
-		return n, fmt.Errorf("receive on %s (%s): %w", c.local, c.ifname, err)
-	}
-	return n, nil
+	return c.readBatchMmsg(ms)
 }
 
 // readBatchMmsg is ReadBatch without GRO; readMu is held.
@@ -526,9 +497,9 @@ func (c *UDPConn) readBatchMmsg(ms []Datagram) (int, error) {
 
 // mmsgCall is the preallocated state of raw recvmmsg or sendmmsg calls
 // (mmsgReader on IPv4 and IPv6 sockets, mmsgWriter on IPv4 ones):
-// headers, iovecs and sockaddrs, and the call's arguments and results. The call is raw and
-// never blocks (MSG_DONTWAIT; see "Raw system calls" in polled.go): an
-// empty or full socket waits in the runtime poller.
+// headers, iovecs and sockaddrs, and the call's arguments and results.
+// The call is raw and never blocks (MSG_DONTWAIT; see "Raw system calls"
+// in polled.go): an empty or full socket waits in the runtime poller.
 type mmsgCall struct {
 	rc    syscall.RawConn // cached: SyscallConn allocates
 	trap  uintptr         // SYS_RECVMMSG or SYS_SENDMMSG
@@ -742,16 +713,6 @@ func (m *mmsgReader) source6(i int) netip.AddrPort {
 		a = a.WithZone(zone)
 	}
 	return netip.AddrPortFrom(a.Unmap(), port)
-}
-
-// addrPortOf converts a received source address without allocating.
-func addrPortOf(a net.Addr) netip.AddrPort {
-	ua, ok := a.(*net.UDPAddr)
-	if !ok {
-		return netip.AddrPort{}
-	}
-	ap := ua.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // WriteBatch sends every datagram in ms, up to 64 per sendmmsg call,

@@ -38,9 +38,9 @@ import (
 //
 // The feedback group is the same address on port+1, as for IPv4.
 
-// batchConn is the batch I/O of ipv4.PacketConn and ipv6.PacketConn.
+// batchConn is the batch write of ipv4.PacketConn and ipv6.PacketConn
+// (reads are raw, mmsgReader).
 type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
@@ -102,7 +102,6 @@ func openUDP6(cfg SocketConfig, log *slog.Logger) (*UDPConn, error) {
 		conn.Close()
 		return nil, err
 	}
-	c.rmsgs = newMessages(udpMaxBatch)
 	c.wmsgs = newMessages(udpMaxBatch)
 	if c.mr, err = newMmsgReader6(conn, max(udpMaxBatch, groMaxBatch), ifi); err != nil {
 		conn.Close()
