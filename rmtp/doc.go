@@ -111,10 +111,11 @@
 //     (SocketConfig.LocalDrops): a datagram its own interface queue
 //     drops fails with ENOBUFS, counts as sent and lost. The first drop
 //     starts a sample; after 128 more datagrams and 2 ms the sender
-//     cuts its rate to what the queue took over the sample (the lower
-//     of the rate measured through it and the share of datagrams not
-//     dropped), to 0.85 at least, at most every 20 ms
-//     (Sender.NoteLocalDrops): that loss is the sender's, the same at
+//     cuts its rate to what the queue took (the lower of the rate
+//     measured since the episode of drops began, across earlier cuts,
+//     and the share of the sample's datagrams not dropped), to 0.85 at
+//     least; the next sample may cut again (Sender.NoteLocalDrops):
+//     that loss is the sender's, the same at
 //     every receiver, and under policy leave every receiver left the
 //     first pass for it. It remembers the rate of that drop (CUBIC's
 //     last-loss window): within 10% under it the rate climbs slowly,

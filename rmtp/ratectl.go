@@ -195,13 +195,14 @@ const (
 // localCut handles datagrams dropped by the sender's own interface queue,
 // share of a sample the queue could not take (Sender.NoteLocalDrops):
 // the rate goes to what the queue took, with lossCutMargin, and down to
-// localCutMax at least; at most once per rateEpochMin, as the signal
-// comes without a round trip. The rate it cut from is the new ceiling
+// localCutMax at least. The signal comes without a round trip and the
+// sample was taken after the last cut, so it may follow that cut by less
+// than rateEpochMin. The rate it cut from is the new ceiling
 // (not what the queue took: that is measured, and measured low it would
 // hold the climb for seconds under the link's rate). It reports whether
 // the rate was cut.
 func (c *rateControl) localCut(now time.Time, share float64) bool {
-	if c.fixed || (!c.lastCut.IsZero() && now.Sub(c.lastCut) < rateEpochMin) {
+	if c.fixed {
 		return false
 	}
 	c.localCeil = c.sending()

@@ -115,17 +115,17 @@ type Sender struct {
 	finished    bool     // Done has reported true: nothing more to do
 	confirmSent bool     // the last TAIL, with TailConfirmed, has gone (Expect)
 	confirms    []uint32 // receivers whose completion reports are to be confirmed
-	// Local drops (NoteLocalDrops): when the sample being taken began
-	// (zero: none is), packets and bytes sent then, and drops since.
-	localAt                           time.Time
-	localMark, localBytes, localDrops uint64
-	nextTail                          time.Time
-	stats                             SenderStats
-	err                               error
-	hdr                               wire.Header
-	bufSize                           int
-	repairLimit                       float64
-	debug                             bool // Logger takes debug records
+	// Local drops (NoteLocalDrops): the sample being taken (at zero:
+	// none is), the episode of drops it is part of, and the last drop.
+	local, localEp localSpan
+	localLast      time.Time
+	nextTail       time.Time
+	stats          SenderStats
+	err            error
+	hdr            wire.Header
+	bufSize        int
+	repairLimit    float64
+	debug          bool // Logger takes debug records
 }
 
 // NewSender returns a sender for the files of m, whose contents src
@@ -440,51 +440,90 @@ func (s *Sender) confirm(src uint32) {
 // every receiver lost half of an interval and left, and the sender sent
 // 1.86-1.92x the file). So it is congestion: the rate is cut to what
 // the queue took, with lossCutMargin, and to localCutMax at least
-// (rateControl.localCut). The signal needs no round trip, so cuts may
-// come every rateEpochMin. The receivers NAK what was lost.
+// (rateControl.localCut). The signal needs no round trip, so a cut may
+// follow the last as soon as a sample taken after it is complete. The
+// receivers NAK what was lost.
 //
 // What the queue takes is measured, not guessed: the first drop starts
 // a sample, and once localSample more datagrams and localSampleTime have
-// gone, what the queue took of them over that time is the rate it
-// drains at (it was full when the sample began and it is full again at
-// its end, or it would not drop), if the sender kept to its rate. If it
-// fell behind (descheduled, say), the queue drained meanwhile and the
-// rate measured is low; the share of datagrams dropped is then the
-// lower, and is taken. Cutting at the first drop instead,
-// with nothing to weigh it against, could only halve: --rate 1G into a
-// 100 Mbit/s uplink took 5 cuts, 20 ms apart, dropped 11-13% of what
-// was sent and sent 1.155-1.175x the file (TestIPv6LocalDrops). A
-// share of datagrams dropped alone misleads the other way: the pacer's
-// bursts overflow the queue more than the mean rate does (a sample at
-// --rate 1G into 500 Mbit/s had 90% dropped).
+// gone, the share of them dropped is known. The queue was full at the
+// first drop and is full at every later one, so what it took between
+// them is the rate it drains at, if the sender kept to its rate; that
+// rate is measured over the whole episode of drops (localSpan), which
+// began with the first drop after none for localEpisodeGap and goes on
+// across cuts: over one sample of a few milliseconds it measured 46-156
+// Mbit/s of a 100 Mbit/s uplink (the token bucket's burst, the pacer's
+// bursts), and a low one cut --rate 1G to 44 Mbit/s (sent 1.12x the
+// file, TestIPv6LocalDrops). If the sender fell behind (descheduled,
+// say), the queue drained meanwhile and the rate measured is low; the
+// share of the sample's datagrams dropped is then the lower, and is
+// taken. Cutting at the first drop instead, with nothing to weigh it
+// against, could only halve: --rate 1G into a 100 Mbit/s uplink took 5
+// cuts, 20 ms apart, dropped 11-13% of what was sent and sent
+// 1.155-1.175x the file. A share of datagrams dropped alone misleads the
+// other way: the pacer's bursts overflow the queue more than the mean
+// rate does (a sample at --rate 1G into 500 Mbit/s had 90% dropped).
 func (s *Sender) NoteLocalDrops(now time.Time, n uint64) {
 	s.stats.LocalDrops += n
-	if s.localAt.IsZero() {
-		// The drop that starts a sample is not in it: a GSO buffer's
-		// datagrams are dropped together.
-		s.localAt, s.localDrops = now, 0
-		s.localMark, s.localBytes = s.packetsSent(), s.stats.BytesSent
+	// The drop that starts a span is not in it: a GSO buffer's
+	// datagrams are dropped together. A sample spans one rate: one that
+	// began before a cut (on receivers' congestion reports) starts anew.
+	if s.localEp.at.IsZero() || now.Sub(s.localLast) > localEpisodeGap {
+		s.localEp = s.localStart(now)
+	} else {
+		s.localEp.drops += n
+	}
+	s.localLast = now
+	if s.local.at.IsZero() || s.rc.lastCut.After(s.local.at) {
+		s.local = s.localStart(now)
 		return
 	}
-	s.localDrops += n
-	sent, dt := s.packetsSent()-s.localMark, now.Sub(s.localAt)
+	s.local.drops += n
+	sent, dt := s.packetsSent()-s.local.mark, now.Sub(s.local.at)
 	if sent < localSample || dt < localSampleTime {
 		return
 	}
-	dropped := float64(min(s.localDrops, sent)) / float64(sent)
-	// In the pacer's measure, which counts each datagram's headers.
-	onWire := float64(s.stats.BytesSent-s.localBytes) + float64(sent*uint64(s.pace.overhead))
-	took := onWire * (1 - dropped) * 8 / dt.Seconds()
+	dropped, took := s.localRate(s.local, now)
+	if s.localEp.at.Before(s.local.at) {
+		_, took = s.localRate(s.localEp, now)
+	}
 	share := min(max(min(dropped, 1-took/s.rc.sending()), 0), localShareMax)
 	if s.debug {
-		s.cfg.Logger.Debug("local drops", "sent", sent, "dropped", s.localDrops, "ms", dt.Seconds()*1e3,
-			"took_bps", took, "sending_bps", s.rc.sending(), "share", share)
+		s.cfg.Logger.Debug("local drops", "sent", sent, "dropped", s.local.drops, "ms", dt.Seconds()*1e3,
+			"episode_ms", now.Sub(s.localEp.at).Seconds()*1e3, "took_bps", took, "sending_bps", s.rc.sending(), "share", share)
 	}
 	if s.rc.localCut(now, share) {
 		s.stats.RateCuts++
 		s.rateCut(now)
 	}
-	s.localAt = time.Time{}
+	s.local.at = time.Time{}
+}
+
+// A localSpan is a stretch of the sender's own queue's drops
+// (NoteLocalDrops): when it began, the packets and bytes sent then, and
+// the datagrams dropped since.
+type localSpan struct {
+	at                 time.Time
+	mark, bytes, drops uint64
+}
+
+// localStart begins a span of local drops at now.
+func (s *Sender) localStart(now time.Time) localSpan {
+	return localSpan{at: now, mark: s.packetsSent(), bytes: s.stats.BytesSent}
+}
+
+// localRate returns the share of the datagrams sent since sp began that
+// the queue dropped, and the rate in bits per second at which it took
+// the others, in the pacer's measure, which counts each datagram's
+// headers.
+func (s *Sender) localRate(sp localSpan, now time.Time) (dropped, took float64) {
+	sent, dt := s.packetsSent()-sp.mark, now.Sub(sp.at).Seconds()
+	if sent == 0 || dt <= 0 {
+		return 0, 0
+	}
+	dropped = float64(min(sp.drops, sent)) / float64(sent)
+	onWire := float64(s.stats.BytesSent-sp.bytes) + float64(sent*uint64(s.pace.overhead))
+	return dropped, onWire * (1 - dropped) * 8 / dt
 }
 
 // localSample and localSampleTime are how many datagrams, and how long,
@@ -495,6 +534,13 @@ const (
 	localSample     = 128
 	localSampleTime = 2 * time.Millisecond
 )
+
+// localEpisodeGap is how long without a local drop ends an episode of
+// them (NoteLocalDrops): the queue may have drained since, and a rate
+// measured across the gap would be low. A sample goes on across such a
+// gap (just over a slow uplink's rate, drops come further apart) and its
+// own rate is taken.
+const localEpisodeGap = 10 * time.Millisecond
 
 // localShareMax bounds the share of a sample taken as dropped
 // (NoteLocalDrops), so that one cut keeps a tenth of the rate at least.
