@@ -310,3 +310,71 @@ func TestNoteLocalDrops(t *testing.T) {
 		t.Errorf("a drop after the cut: %d cuts, want it to start a new sample, not cut", st.RateCuts)
 	}
 }
+
+// TestLocalDropsConverge: --rate 1G into an uplink that drains 200
+// Mbit/s from a queue of 10 ms and a bucket of 5 ms, as tc tbf does
+// (the lab's Shape). The rate comes under the uplink's within 10 ms of
+// the first drop, does not fall far under it as it climbs back and
+// overflows again, and the queue drops a bounded share. (The sender
+// here keeps exactly to its rate, so one sample measures the uplink
+// well; TestIPv6LocalDrops in tests/ is the real queue, where it does
+// not.)
+func TestLocalDropsConverge(t *testing.T) {
+	const link = 200e6 // bits per second
+	w := newWorld(t, 16, 0, rmtp.SenderConfig{RateBitsPerSec: 1e9}, randBytes(16, 8<<20))
+	sent := func() uint64 {
+		st := w.sender.Stats()
+		return st.DataPackets + st.ParityPackets + st.RetransPackets + st.ControlPackets
+	}
+	limit, burst := link/8*0.010, link/8*0.005 // the queue and the bucket, in bytes
+	q, tokens := 0.0, burst
+	var first time.Time
+	var under bool // the rate was under the link's within 10 ms of the first drop
+	var drops, total uint64
+	last, lastN, lastB := w.sim.Now, sent(), w.sender.Stats().BytesSent
+	end := w.sim.Now.Add(200 * time.Millisecond)
+	for w.sim.Now.Before(end) {
+		mark := sent()
+		if err := w.sim.Run(func() bool { return sent() >= mark+16 }, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		n, b := sent()-lastN, w.sender.Stats().BytesSent-lastB
+		avail := tokens + link/8*w.sim.Now.Sub(last).Seconds()
+		out := min(q, avail)
+		q, tokens = q-out, min(burst, avail-out)
+		var d uint64
+		for range n {
+			if size := float64(b) / float64(n); q+size <= limit {
+				q += size
+			} else {
+				d++
+			}
+		}
+		total += n
+		if d > 0 {
+			if first.IsZero() {
+				first = w.sim.Now
+			}
+			drops += d
+			w.sender.NoteLocalDrops(w.sim.Now, d)
+		}
+		if !first.IsZero() && w.sim.Now.Sub(first) <= 10*time.Millisecond && w.sender.Stats().RateBps <= link {
+			under = true
+		}
+		last, lastN, lastB = w.sim.Now, sent(), w.sender.Stats().BytesSent
+	}
+	st := w.sender.Stats()
+	t.Logf("local drops %d of %d sent, %d cuts, rate %.0f Mbit/s (least %.0f)", drops, total, st.RateCuts, st.RateBps/1e6, st.RateMinBps/1e6)
+	if first.IsZero() || st.RateCuts < 2 {
+		t.Fatalf("%d drops, %d cuts: the uplink's queue did not overflow, or the sender cut less than twice", drops, st.RateCuts)
+	}
+	if !under {
+		t.Errorf("the rate was not under the uplink's %.0f Mbit/s within 10 ms of the first drop", link/1e6)
+	}
+	if st.RateMinBps < 0.7*link {
+		t.Errorf("the rate fell to %.0f Mbit/s, under 0.7 of the uplink's %.0f", st.RateMinBps/1e6, link/1e6)
+	}
+	if share := float64(drops) / float64(total); share > 0.1 {
+		t.Errorf("the queue dropped %.1f%% of what was sent, want at most 10%%", 100*share)
+	}
+}
