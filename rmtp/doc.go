@@ -111,10 +111,12 @@
 //     (SocketConfig.LocalDrops): a datagram its own interface queue
 //     drops fails with ENOBUFS, counts as sent and lost. The first drop
 //     starts a sample; after 128 more datagrams and 2 ms the sender
-//     cuts its rate to what the queue took (the lower of the rate
-//     measured since the episode of drops began, across earlier cuts,
-//     and the share of the sample's datagrams not dropped), to 0.85 at
-//     least; the next sample may cut again (Sender.NoteLocalDrops):
+//     cuts its rate to what the queue took (the lower of the rate it
+//     took over the episode of drops, across earlier cuts, or over the
+//     sample if the episode began later, and the share of the sample's
+//     datagrams not dropped), to 0.85 at least; the next sample may cut
+//     again at once if the rate is still over what the queue took, and
+//     otherwise only 20 ms after the last cut (Sender.NoteLocalDrops):
 //     that loss is the sender's, the same at
 //     every receiver, and under policy leave every receiver left the
 //     first pass for it. It remembers the rate of that drop (CUBIC's

@@ -193,20 +193,28 @@ const (
 )
 
 // localCut handles datagrams dropped by the sender's own interface queue,
-// share of a sample the queue could not take (Sender.NoteLocalDrops):
+// share of a sample sent at from bits per second (or less: the rate
+// sending reports) that the queue could not take (Sender.NoteLocalDrops):
 // the rate goes to what the queue took, with lossCutMargin, and down to
 // localCutMax at least. The signal comes without a round trip and the
 // sample was taken after the last cut, so it may follow that cut by less
-// than rateEpochMin. The rate it cut from is the new ceiling
-// (not what the queue took: that is measured, and measured low it would
-// hold the climb for seconds under the link's rate). It reports whether
-// the rate was cut.
-func (c *rateControl) localCut(now time.Time, share float64) bool {
-	if c.fixed {
+// than rateEpochMin, if it says the rate is still over what the queue
+// takes (share > 0). Within rateEpochMin of a cut, a sample that does
+// not say so cuts nothing: the queue the old rate filled is still
+// draining, and its drops would cut 0.85 at a time, every few
+// milliseconds, from a rate under the link's. The rate it cut from is
+// the new ceiling (not what the queue took: that is measured, and
+// measured low it would hold the climb for seconds under the link's
+// rate). It reports whether the rate was cut.
+func (c *rateControl) localCut(now time.Time, from, share float64) bool {
+	if c.fixed || (share <= 0 && !c.lastCut.IsZero() && now.Sub(c.lastCut) < rateEpochMin) {
 		return false
 	}
-	c.localCeil = c.sending()
-	c.cut(now, min(localCutMax, (1-share)*lossCutMargin))
+	from = min(from, c.sending())
+	c.localCeil = from
+	c.rate = max(c.min, from*min(localCutMax, (1-share)*lossCutMargin))
+	c.lastCut, c.last = now, now
+	c.slow = false
 	return true
 }
 

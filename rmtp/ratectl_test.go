@@ -281,28 +281,46 @@ func TestLoneResumeRestoresRunRate(t *testing.T) {
 
 // TestLocalCut: drops at the sender's own queue (Sender.NoteLocalDrops)
 // cut to what the queue took, with lossCutMargin, and to localCutMax at
-// least, as soon as a sample after the last cut says so (not held for
-// rateEpochMin: the sender's sample began after that cut); a fixed rate
-// ignores them.
+// least (from what was sent, if that is under the rate allowed), as soon
+// as a sample after the last cut says the rate is still
+// over what the queue took (not held for rateEpochMin: the sender's
+// sample began after that cut); a sample that does not say so (share 0:
+// drops from the queue the old rate filled) cuts only rateEpochMin
+// after the last cut; a fixed rate ignores them.
 func TestLocalCut(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newRateControl(1e9, false, false, false, now)
-	if !c.localCut(now, 0.01) || c.rate != 1e9*localCutMax {
+	if !c.localCut(now, math.Inf(1), 0.01) || c.rate != 1e9*localCutMax {
 		t.Fatalf("1%% dropped: rate %.0f, want the least cut to %.0f", c.rate, 1e9*localCutMax)
 	}
 	now = now.Add(rateEpochMin / 4)
-	if want := 1e9 * localCutMax * 0.3 * lossCutMargin; !c.localCut(now, 0.7) || math.Abs(c.rate-want) > 1 {
+	if c.localCut(now, math.Inf(1), 0) || c.rate != 1e9*localCutMax {
+		t.Fatalf("share 0 within rateEpochMin of a cut: rate %.0f, want %.0f kept", c.rate, 1e9*localCutMax)
+	}
+	if !c.localCut(now.Add(rateEpochMin), math.Inf(1), 0) || math.Abs(c.rate-1e9*localCutMax*localCutMax) > 1 {
+		t.Fatalf("share 0 rateEpochMin after the cut: rate %.0f, want the least cut to %.0f", c.rate, 1e9*localCutMax*localCutMax)
+	}
+	c = newRateControl(1e9, false, false, false, now)
+	c.localCut(now, math.Inf(1), 0.01)
+	now = now.Add(rateEpochMin / 4)
+	if want := 1e9 * localCutMax * 0.3 * lossCutMargin; !c.localCut(now, math.Inf(1), 0.7) || math.Abs(c.rate-want) > 1 {
 		t.Fatalf("70%% dropped: rate %.0f, want %.0f", c.rate, want)
 	}
 	for range 20 {
 		now = now.Add(rateEpochMin)
-		c.localCut(now, 0.9)
+		c.localCut(now, math.Inf(1), 0.9)
 	}
 	if c.rate != c.min {
 		t.Errorf("after many cuts the rate is %.0f, want the floor %.0f", c.rate, c.min)
 	}
+	// A sender that sent 3e8 while allowed 1e9 cuts from what it sent,
+	// and that is the ceiling.
+	c = newRateControl(1e9, false, false, false, now)
+	if want := 3e8 * 0.5 * lossCutMargin; !c.localCut(now, 3e8, 0.5) || math.Abs(c.rate-want) > 1 || c.localCeil != 3e8 {
+		t.Fatalf("half of 3e8 dropped at --rate 1e9: rate %.0f ceiling %.0f, want %.0f and 3e8", c.rate, c.localCeil, want)
+	}
 	f := newRateControl(1e9, true, false, false, now)
-	if f.localCut(now, 0.5) || f.rate != 1e9 {
+	if f.localCut(now, math.Inf(1), 0.5) || f.rate != 1e9 {
 		t.Errorf("fixed rate: cut to %.0f", f.rate)
 	}
 }
@@ -314,7 +332,7 @@ func TestLocalCeiling(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newRateControl(2e9, false, false, false, now)
 	// --rate 2G into a 1 Gbit/s uplink: half dropped, cut to 0.95e9.
-	if !c.localCut(now, 0.5) || math.Abs(c.rate-0.95e9) > 1 || c.localCeil != 2e9 {
+	if !c.localCut(now, math.Inf(1), 0.5) || math.Abs(c.rate-0.95e9) > 1 || c.localCeil != 2e9 {
 		t.Fatalf("half dropped at 2e9: rate %.0f ceiling %.0f, want 9.5e8 and the ceiling 2e9", c.rate, c.localCeil)
 	}
 	step := func(d time.Duration) {
@@ -330,7 +348,7 @@ func TestLocalCeiling(t *testing.T) {
 	if math.Abs(c.rate-1e9) > 1e6 {
 		t.Fatalf("after 0.1 s of climb: rate %.0f, want 1e9", c.rate)
 	}
-	if !c.localCut(now, 0.02) || math.Abs(c.rate-c.localCeil*localCutMax) > 1 || math.Abs(c.localCeil-1e9) > 1e6 {
+	if !c.localCut(now, math.Inf(1), 0.02) || math.Abs(c.rate-c.localCeil*localCutMax) > 1 || math.Abs(c.localCeil-1e9) > 1e6 {
 		t.Fatalf("2%% dropped at 1e9: rate %.0f ceiling %.0f, want %.0f and 1e9", c.rate, c.localCeil, c.localCeil*localCutMax)
 	}
 	// The usual climb up to the band, 0.9e9: 0.1 s; then 5e7 per second.

@@ -977,6 +977,10 @@ func (r *Receiver) manifestDone(now time.Time) {
 		d := early[i].d
 		d.Payload = early[i].payload
 		r.handleData(now, &d)
+		// Copied into its block or dropped: free it now, so that the
+		// early symbols and the window they fill do not take twice
+		// WindowBytes between them.
+		early[i] = earlySym{}
 	}
 	r.replaying = false
 	r.scan(now)

@@ -457,7 +457,13 @@ func (s *Sender) confirm(src uint32) {
 // file, TestIPv6LocalDrops). If the sender fell behind (descheduled,
 // say), the queue drained meanwhile and the rate measured is low; the
 // share of the sample's datagrams dropped is then the lower, and is
-// taken. Cutting at the first drop instead, with nothing to weigh it
+// taken. That share is of the rate the sample was sent at, if that is
+// under the rate allowed: over IPv6, without GSO, a sender at --rate 1G
+// sent 280-660 Mbit/s, and a cut from 1G by the share dropped stayed
+// over the uplink (to 356 Mbit/s, then 3-4 cuts and 1.080-1.103x the
+// file; from what was sent, 2-3 cuts and 1.051-1.075x). Within
+// rateEpochMin of a cut, a sample that finds the rate under what the
+// queue took cuts nothing (rateControl.localCut). Cutting at the first drop instead, with nothing to weigh it
 // against, could only halve: --rate 1G into a 100 Mbit/s uplink took 5
 // cuts, 20 ms apart, dropped 11-13% of what was sent and sent
 // 1.155-1.175x the file. A share of datagrams dropped alone misleads the
@@ -483,16 +489,22 @@ func (s *Sender) NoteLocalDrops(now time.Time, n uint64) {
 	if sent < localSample || dt < localSampleTime {
 		return
 	}
-	dropped, took := s.localRate(s.local, now)
+	dropped, took, actual := s.localRate(s.local, now)
 	if s.localEp.at.Before(s.local.at) {
-		_, took = s.localRate(s.localEp, now)
+		_, took, _ = s.localRate(s.localEp, now)
 	}
-	share := min(max(min(dropped, 1-took/s.rc.sending()), 0), localShareMax)
+	// The share is of what was sent, not of the rate allowed: a sender
+	// that cannot reach its --rate (IPv6 without GSO at 1G: 280 Mbit/s)
+	// cut from the rate allowed would stay over the uplink's for cut
+	// after cut.
+	from := min(s.rc.sending(), actual)
+	share := min(max(min(dropped, 1-took/from), 0), localShareMax)
 	if s.debug {
 		s.cfg.Logger.Debug("local drops", "sent", sent, "dropped", s.local.drops, "ms", dt.Seconds()*1e3,
-			"episode_ms", now.Sub(s.localEp.at).Seconds()*1e3, "took_bps", took, "sending_bps", s.rc.sending(), "share", share)
+			"episode_ms", now.Sub(s.localEp.at).Seconds()*1e3, "took_bps", took, "sent_bps", actual,
+			"sending_bps", s.rc.sending(), "share", share)
 	}
-	if s.rc.localCut(now, share) {
+	if s.rc.localCut(now, from, share) {
 		s.stats.RateCuts++
 		s.rateCut(now)
 	}
@@ -513,17 +525,18 @@ func (s *Sender) localStart(now time.Time) localSpan {
 }
 
 // localRate returns the share of the datagrams sent since sp began that
-// the queue dropped, and the rate in bits per second at which it took
-// the others, in the pacer's measure, which counts each datagram's
-// headers.
-func (s *Sender) localRate(sp localSpan, now time.Time) (dropped, took float64) {
+// the queue dropped, the rate in bits per second at which it took the
+// others, and the rate at which they were sent, in the pacer's measure,
+// which counts each datagram's headers.
+func (s *Sender) localRate(sp localSpan, now time.Time) (dropped, took, sentBps float64) {
 	sent, dt := s.packetsSent()-sp.mark, now.Sub(sp.at).Seconds()
 	if sent == 0 || dt <= 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
 	dropped = float64(min(sp.drops, sent)) / float64(sent)
 	onWire := float64(s.stats.BytesSent-sp.bytes) + float64(sent*uint64(s.pace.overhead))
-	return dropped, onWire * (1 - dropped) * 8 / dt
+	sentBps = onWire * 8 / dt
+	return dropped, sentBps * (1 - dropped), sentBps
 }
 
 // localSample and localSampleTime are how many datagrams, and how long,

@@ -78,10 +78,12 @@ func snmp6(h *lab.Host) (map[string]uint64, error) {
 // this host's sender cannot fill the uplink); with IPV6_RECVERR the
 // kernel says so (ENOBUFS), the sender counts the drops and cuts its
 // rate, and every copy is exact with at most 1.10x the file sent
-// (measured 1.082-1.090x in 3-4 cuts on a slower host, down to 59-91
-// Mbit/s; when each cut took the rate measured over its own sample of a
-// few milliseconds, 1.071-1.119x, down to 42-44 Mbit/s in the runs that
-// failed; with halvings at the first drop, 1.155-1.175x in 5).
+// (measured 1.051-1.075x in 2-3 cuts on a slower host, down to 64-80
+// Mbit/s, with cuts from the rate the sender reached, 280-660 Mbit/s,
+// not from its --rate; cutting from 1G, 1.080-1.103x; when each cut
+// took the rate measured over its own sample of a few milliseconds,
+// 1.071-1.119x, down to 42-44 Mbit/s in the runs that failed; with
+// halvings at the first drop, 1.155-1.175x in 5).
 func TestIPv6LocalDrops(t *testing.T) {
 	_, res, want := ipv6Transfer(t, "uplink 100 Mbit/s", "1G", func(l *lab.Lab) {
 		if err := l.Hosts[0].Shape(100e6); err != nil {
