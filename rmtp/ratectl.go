@@ -154,8 +154,11 @@ func (c *rateControl) congested(now time.Time, grtt time.Duration) bool {
 // data waiting tells what the sender can send: after the pass, or while
 // it was held, the achieved rate is what there was to send (repairs,
 // TAILs), and a cut from it would drop to the floor.
-func (c *rateControl) cut(now time.Time, keep float64) {
-	c.rate = max(c.min, c.sending()*keep)
+func (c *rateControl) cut(now time.Time, keep float64) { c.cutFrom(now, c.sending(), keep) }
+
+// cutFrom sets the rate to keep of from.
+func (c *rateControl) cutFrom(now time.Time, from, keep float64) {
+	c.rate = max(c.min, from*keep)
 	c.lastCut, c.last = now, now
 	c.slow = false
 }
@@ -212,9 +215,7 @@ func (c *rateControl) localCut(now time.Time, from, share float64) bool {
 	}
 	from = min(from, c.sending())
 	c.localCeil = from
-	c.rate = max(c.min, from*min(localCutMax, (1-share)*lossCutMargin))
-	c.lastCut, c.last = now, now
-	c.slow = false
+	c.cutFrom(now, from, min(localCutMax, (1-share)*lossCutMargin))
 	return true
 }
 

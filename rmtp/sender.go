@@ -463,8 +463,8 @@ func (s *Sender) confirm(src uint32) {
 // over the uplink (to 356 Mbit/s, then 3-4 cuts and 1.080-1.103x the
 // file; from what was sent, 2-3 cuts and 1.051-1.075x). Within
 // rateEpochMin of a cut, a sample that finds the rate under what the
-// queue took cuts nothing (rateControl.localCut). Cutting at the first drop instead, with nothing to weigh it
-// against, could only halve: --rate 1G into a 100 Mbit/s uplink took 5
+// queue took cuts nothing (rateControl.localCut). Cutting at the first
+// drop instead, with nothing to weigh it against, could only halve: --rate 1G into a 100 Mbit/s uplink took 5
 // cuts, 20 ms apart, dropped 11-13% of what was sent and sent
 // 1.155-1.175x the file. A share of datagrams dropped alone misleads the
 // other way: the pacer's bursts overflow the queue more than the mean
