@@ -149,8 +149,8 @@ func TestCongestionReports(t *testing.T) {
 	}
 	r0.NoteLoad(now, rmtp.SocketLoad{Queued: c * 3 / 10, Capacity: c}) // 30% and growing
 	got := statuses(r0)
-	if len(got) != 1 || got[0].Status.Flags&wire.StatusCongested == 0 || got[0].Status.QueuePermille != 300 {
-		t.Fatalf("got %+v, want one congested STATUS at 300 permille", got)
+	if len(got) != 1 || got[0].Status.Flags != wire.StatusCongested || got[0].Status.QueuePermille != 300 {
+		t.Fatalf("got %+v, want one congested STATUS at 300 permille, without StatusWindow", got)
 	}
 	// Drops within the interval are held for the next report.
 	now = now.Add(time.Millisecond)
@@ -161,37 +161,47 @@ func TestCongestionReports(t *testing.T) {
 	now = now.Add(20 * time.Millisecond)
 	r0.NoteLoad(now, rmtp.SocketLoad{Queued: c / 10, Capacity: c, Drops: 9}) // shrinking, but 2 more drops
 	got2 := statuses(r0)
-	if len(got2) != 1 || got2[0].Status.Overruns != 9 {
-		t.Fatalf("got %+v, want one report of 9 overruns", got2)
+	if len(got2) != 1 || got2[0].Status.Overruns != 9 || got2[0].Status.Flags != wire.StatusCongested|wire.StatusWindow {
+		t.Fatalf("got %+v, want one report of 9 overruns, with StatusWindow", got2)
 	}
 
-	// The peer hears the report and keeps its own to itself.
-	r1.HandlePacket(now, netip.AddrPort{}, &got2[0])
+	// A peer that heard only a report of a filling queue still reports
+	// its overruns: the sender cuts harder for those.
+	r1.HandlePacket(now, netip.AddrPort{}, &got[0])
 	r1.NoteLoad(now, rmtp.SocketLoad{Capacity: c})
-	r1.NoteLoad(now, rmtp.SocketLoad{Capacity: c, Drops: 3})
+	r1.NoteLoad(now, rmtp.SocketLoad{Capacity: c, Drops: 2})
+	if got := statuses(r1); len(got) != 1 || got[0].Status.Flags&wire.StatusWindow == 0 {
+		t.Fatalf("after a peer's queue report, overruns: got %+v, want one StatusWindow report", got)
+	}
+	now = now.Add(20 * time.Millisecond)
+
+	// The peer hears a StatusWindow report and keeps its own to itself.
+	r1.HandlePacket(now, netip.AddrPort{}, &got2[0])
+	r1.NoteLoad(now, rmtp.SocketLoad{Capacity: c, Drops: 5})
 	if got := statuses(r1); len(got) != 0 {
 		t.Fatal("the peer reported although it had just heard a report")
 	}
-	if st := r1.Stats(); st.CongestionSuppressed != 1 || st.SocketDrops != 3 {
-		t.Errorf("peer stats %+v, want 1 suppressed, 3 socket drops", st)
+	if st := r1.Stats(); st.CongestionSuppressed != 1 || st.SocketDrops != 5 {
+		t.Errorf("peer stats %+v, want 1 suppressed, 5 socket drops", st)
 	}
 
-	// The sender: a cut per epoch, then a climb back to the cap.
+	// The sender: a cut per epoch (to queueCut for a filling queue, to
+	// rateCut for overruns), then a climb back to the cap.
 	s := w.sender
 	s.HandlePacket(now, netip.AddrPort{}, &got[0])
 	s.HandlePacket(now.Add(time.Millisecond), netip.AddrPort{}, &got2[0]) // same epoch
 	st := s.Stats()
-	if st.CongestionReports != 2 || st.RateCuts != 1 || st.RateBps != 75e6 {
-		t.Fatalf("after two reports in one epoch: reports %d, cuts %d, rate %.0f; want 2, 1, 75e6", st.CongestionReports, st.RateCuts, st.RateBps)
+	if st.CongestionReports != 2 || st.RateCuts != 1 || st.RateBps != 85e6 {
+		t.Fatalf("after two reports in one epoch: reports %d, cuts %d, rate %.0f; want 2, 1, 85e6", st.CongestionReports, st.RateCuts, st.RateBps)
 	}
 	later := now.Add(time.Second)
 	s.HandlePacket(later, netip.AddrPort{}, &got2[0])
-	if st := s.Stats(); st.RateCuts != 2 || st.RateBps != 56.25e6 || st.RateMinBps != 56.25e6 {
-		t.Fatalf("a report an epoch later: cuts %d, rate %.0f, min %.0f; want 2, 56.25e6", st.RateCuts, st.RateBps, st.RateMinBps)
+	if st := s.Stats(); st.RateCuts != 2 || st.RateBps != 63.75e6 || st.RateMinBps != 63.75e6 {
+		t.Fatalf("a report of overruns an epoch later: cuts %d, rate %.0f, min %.0f; want 2, 63.75e6", st.RateCuts, st.RateBps, st.RateMinBps)
 	}
 	s.AppendOutgoing(later.Add(time.Second), make([]rmtp.Datagram, 0, 1))
-	if st := s.Stats(); st.RateBps != 81.25e6 {
-		t.Errorf("a second later the rate is %.2f Mbit/s, want 81.25 (climbing 25 Mbit/s per second)", st.RateBps/1e6)
+	if st := s.Stats(); st.RateBps != 88.75e6 {
+		t.Errorf("a second later the rate is %.2f Mbit/s, want 88.75 (climbing 25 Mbit/s per second)", st.RateBps/1e6)
 	}
 	s.AppendOutgoing(later.Add(3*time.Second), make([]rmtp.Datagram, 0, 1))
 	if st := s.Stats(); st.RateBps != 100e6 {

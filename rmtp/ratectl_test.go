@@ -167,14 +167,14 @@ func TestCongestionCutsAchieved(t *testing.T) {
 	if math.Abs(c.achieved-350e6) > 1e3 {
 		t.Fatalf("achieved %.0f, want 350e6", c.achieved)
 	}
-	if !c.congested(now, time.Millisecond) {
+	if !c.congested(now, time.Millisecond, true) {
 		t.Fatal("cut refused")
 	}
 	if want := 350e6 * rateCut; math.Abs(c.rate-want) > 1e3 {
 		t.Errorf("after a cut at 350 of 2000 Mbit/s: %.0f, want %.0f", c.rate, want)
 	}
 	idle := newRateControl(100e6, false, false, false, now)
-	if !idle.congested(now, time.Millisecond) || idle.rate != 100e6*rateCut {
+	if !idle.congested(now, time.Millisecond, true) || idle.rate != 100e6*rateCut {
 		t.Errorf("nothing measured yet: rate %.0f after a cut, want %.0f", idle.rate, 100e6*rateCut)
 	}
 	// After the first pass: 1 Mbit/s of repairs and TAILs is not what the
@@ -183,8 +183,14 @@ func TestCongestionCutsAchieved(t *testing.T) {
 	after.noteSent(now, 0, false)
 	now = now.Add(autoSentWindow)
 	after.noteSent(now, uint64(1e6/8*autoSentWindow.Seconds()), false)
-	if !after.congested(now, time.Millisecond) || after.rate != 100e6*rateCut {
+	if !after.congested(now, time.Millisecond, true) || after.rate != 100e6*rateCut {
 		t.Errorf("a cut after the pass, 1 Mbit/s sent: rate %.0f, want %.0f", after.rate, 100e6*rateCut)
+	}
+	// A queue that is only filling (no StatusWindow, no overruns) cuts
+	// to queueCut.
+	queue := newRateControl(100e6, false, false, false, now)
+	if !queue.congested(now, time.Millisecond, false) || queue.rate != 100e6*queueCut {
+		t.Errorf("a queue report: rate %.0f, want %.0f", queue.rate, 100e6*queueCut)
 	}
 }
 
@@ -259,7 +265,7 @@ func TestLoneResumeRestoresRunRate(t *testing.T) {
 	rc, l = start()
 	report(&rc, &l, t0, 1)
 	for i := 1; i <= 4; i++ {
-		rc.congested(t0.Add(time.Duration(i)*time.Second), 0)
+		rc.congested(t0.Add(time.Duration(i)*time.Second), 0, true)
 	}
 	low := rc.rate
 	if act := report(&rc, &l, t0.Add(60*time.Second), 1); act != lossPending || rc.rate > low {

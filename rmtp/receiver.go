@@ -242,6 +242,11 @@ type Receiver struct {
 	overruns   uint32    // socket drops not reported yet
 	congNext   time.Time // no congestion report before this
 	peerCongTo time.Time // a peer reported congestion: stay quiet until this
+	// A peer's report was StatusWindow: a window report of ours stays
+	// quiet until this; one of ours not sent yet (windowOwed) goes with
+	// the next report.
+	peerWindowTo time.Time
+	windowOwed   bool
 
 	// First-pass loss (slowpolicy.go).
 	wait         bool       // the session's ANNOUNCE has FlagWait
@@ -385,26 +390,37 @@ func (r *Receiver) NoteLoad(now time.Time, l SocketLoad) {
 	if r.overruns == 0 && !growing {
 		return
 	}
-	r.congest(now, fill)
+	r.congest(now, fill, false)
 }
 
 // congest multicasts a STATUS with StatusCongested, at most once per
 // report interval and not within one of a peer's (counted in the next
-// report then); it reports whether one was queued.
-func (r *Receiver) congest(now time.Time, fill uint16) bool {
+// report then); it reports whether one was queued. window says the
+// window of incomplete blocks is filling (noteWindow): that report, or
+// one with overruns, carries StatusWindow, for which the sender cuts
+// harder than for a socket queue that is only filling, and only a
+// peer's StatusWindow report keeps it quiet.
+func (r *Receiver) congest(now time.Time, fill uint16, window bool) bool {
+	r.windowOwed = r.windowOwed || window
 	if now.Before(r.congNext) {
 		return false // counted in the next report
 	}
 	overruns := r.overruns
 	r.overruns = 0
 	r.congNext = now.Add(r.congInterval())
-	if now.Before(r.peerCongTo) {
+	severe := r.windowOwed || overruns > 0
+	r.windowOwed = false
+	if now.Before(r.peerWindowTo) || !severe && now.Before(r.peerCongTo) {
 		r.stats.CongestionSuppressed++
 		return false
 	}
+	flags := wire.StatusCongested
+	if severe {
+		flags |= wire.StatusWindow
+	}
 	r.stats.CongestionSent++
 	r.status = append(r.status, wire.Status{
-		State: wire.StateProgress, Flags: wire.StatusCongested,
+		State: wire.StateProgress, Flags: flags,
 		Bytes: r.stats.BytesDone, EchoTimestamp: r.lastTailTs,
 		Overruns: overruns, QueuePermille: fill,
 	})
@@ -437,7 +453,7 @@ func (r *Receiver) noteWindow(now time.Time) {
 	if r.deferring || !r.cfg.ControlGroup.IsValid() || float64(used) < windowCongestFill*float64(r.cfg.WindowBytes) {
 		return
 	}
-	if r.congest(now, permille(r.load.Queued, r.load.Capacity)) {
+	if r.congest(now, permille(r.load.Queued, r.load.Capacity), true) {
 		r.stats.WindowCongestion++
 	}
 }
@@ -579,6 +595,9 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 	case wire.TypeStatus:
 		if p.Status.Flags&wire.StatusCongested != 0 {
 			r.peerCongTo = now.Add(r.congInterval())
+			if p.Status.Flags&wire.StatusWindow != 0 {
+				r.peerWindowTo = r.peerCongTo
+			}
 		}
 		if p.Status.Flags&wire.StatusLoss != 0 {
 			r.heardLoss(now, p.Source, p.Status.LossPermille)

@@ -57,6 +57,12 @@ const StatusPassLoss uint8 = 0x08
 // is set.
 const StatusConfirm uint8 = 0x10
 
+// StatusWindow marks, with StatusCongested, the report of a receiver
+// whose window of incomplete blocks is filling (or whose socket queue
+// overflowed), not only its socket queue: the sender cuts its rate
+// harder for it (rmtp's ratectl.go).
+const StatusWindow uint8 = 0x20
+
 // Confirmation returns the STATUS body that confirms the completion
 // report of receiver src (StatusConfirm).
 func Confirmation(src uint32) Status {
@@ -83,7 +89,7 @@ const (
 // Status reports completion.
 type Status struct {
 	State uint8
-	Flags uint8 // StatusCongested, StatusAggregate, StatusLoss, StatusPassLoss, StatusConfirm
+	Flags uint8 // StatusCongested, StatusAggregate, StatusLoss, StatusPassLoss, StatusConfirm, StatusWindow
 
 	Reason          uint16 // why it failed, when State is StateFailed
 	Complete        uint32 // receivers that finished (1 from a receiver)
@@ -128,8 +134,11 @@ func (s *Status) Parse(b []byte) error {
 		return errf(TypeStatus, ReasonTrailing, "%d extra bytes", len(b)-StatusSize)
 	}
 	s.State, s.Flags = b[0], b[1]
-	if s.Flags&^(StatusCongested|StatusAggregate|StatusLoss|StatusPassLoss|StatusConfirm) != 0 {
+	if s.Flags&^(StatusCongested|StatusAggregate|StatusLoss|StatusPassLoss|StatusConfirm|StatusWindow) != 0 {
 		return errf(TypeStatus, ReasonReserved, "unknown flags %#x", s.Flags)
+	}
+	if s.Flags&StatusWindow != 0 && s.Flags&StatusCongested == 0 {
+		return errf(TypeStatus, ReasonRange, "window flag without congestion, flags %#x", s.Flags)
 	}
 	if s.State > StateFailed {
 		return errf(TypeStatus, ReasonRange, "state %d", s.State)

@@ -96,6 +96,10 @@ func samplePackets() []struct {
 		{"status-confirm", wire.Packet{Header: testHeader(wire.TypeStatus), Status: wire.Status{
 			State: wire.StateComplete, Flags: wire.StatusConfirm, Complete: 0x5eed0001,
 		}}},
+		{"status-window", wire.Packet{Header: testHeader(wire.TypeStatus), Status: wire.Status{
+			State: wire.StateProgress, Flags: wire.StatusCongested | wire.StatusWindow, Bytes: 3 << 20,
+			QueuePermille: 90,
+		}}},
 	}
 }
 
@@ -526,7 +530,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"advert reserved byte", edit(t, "advert-ipv6", set(hs+37, 1)), wire.ReasonReserved},
 
 		{"status trailing", edit(t, "status", appendBytes(0)), wire.ReasonTrailing},
-		{"status unknown flag", edit(t, "status", set(hs+1, 0x20)), wire.ReasonReserved},
+		{"status unknown flag", edit(t, "status", set(hs+1, 0x40)), wire.ReasonReserved},
+		{"status window without congestion", edit(t, "status", set(hs+1, 0x20)), wire.ReasonRange},
 		{"status confirm of a failure", edit(t, "status", set(hs+1, 0x10)), wire.ReasonRange},
 		{"status confirm with another flag", edit(t, "status-confirm", set(hs+1, 0x11)), wire.ReasonRange},
 		{"status loss over 1000", edit(t, "status", set(hs+38, 0x04)), wire.ReasonRange},
