@@ -99,16 +99,18 @@
 //     max(GRTT, 10 ms). The sender cuts its rate to 85% for a queue that
 //     is only filling and to 75% for one that overflowed (StatusWindow,
 //     below), at most once per 20 ms + 2 GRTT, and climbs back by 25% of
-//     the cap per second, never below cap/64 (ratectl.go). Loss on the network does not slow it
-//     down: that is repaired, not paced. Without this, receivers that
+//     the cap per second, never below cap/64 (ratectl.go). Loss on the
+//     network does not slow it down: that is repaired, not paced.
+//     Without this, receivers that
 //     cannot keep up NAK what their own sockets dropped, the repairs add
 //     load, and the group collapses. SenderConfig.FixedRate turns it off.
 //   - A receiver in the first pass whose window of incomplete blocks is
 //     over 75% full (windowCongestFill) reports congestion the same way,
 //     with StatusWindow, which only a peer's StatusWindow report keeps
 //     quiet and which the sender answers with the 75% cut: a full window
-//     drops new data, whose blocks need whole blocks of repairs. One that left the first pass (policy leave) does not. The
-//     window is 48 MiB by default (DefaultWindowBytes).
+//     drops new data, whose blocks need whole blocks of repairs. One
+//     that left the first pass (policy leave) does not. The window is 48
+//     MiB by default (DefaultWindowBytes).
 //   - The sender's socket has IP_RECVERR or IPV6_RECVERR
 //     (SocketConfig.LocalDrops): a datagram its own interface queue
 //     drops fails with ENOBUFS, counts as sent and lost. The first drop

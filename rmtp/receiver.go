@@ -242,9 +242,9 @@ type Receiver struct {
 	overruns   uint32    // socket drops not reported yet
 	congNext   time.Time // no congestion report before this
 	peerCongTo time.Time // a peer reported congestion: stay quiet until this
-	// A peer's report was StatusWindow: a window report of ours stays
-	// quiet until this; one of ours not sent yet (windowOwed) goes with
-	// the next report.
+	// A peer's report was severe (wire.Status.Severe): a severe report
+	// of ours stays quiet until this. windowOwed: a window report of ours
+	// not sent yet, which makes the next report severe.
 	peerWindowTo time.Time
 	windowOwed   bool
 
@@ -399,7 +399,7 @@ func (r *Receiver) NoteLoad(now time.Time, l SocketLoad) {
 // window of incomplete blocks is filling (noteWindow): that report, or
 // one with overruns, carries StatusWindow, for which the sender cuts
 // harder than for a socket queue that is only filling, and only a
-// peer's StatusWindow report keeps it quiet.
+// peer's severe report (wire.Status.Severe) keeps it quiet.
 func (r *Receiver) congest(now time.Time, fill uint16, window bool) bool {
 	r.windowOwed = r.windowOwed || window
 	if now.Before(r.congNext) {
@@ -595,7 +595,7 @@ func (r *Receiver) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Pack
 	case wire.TypeStatus:
 		if p.Status.Flags&wire.StatusCongested != 0 {
 			r.peerCongTo = now.Add(r.congInterval())
-			if p.Status.Flags&wire.StatusWindow != 0 {
+			if p.Status.Severe() {
 				r.peerWindowTo = r.peerCongTo
 			}
 		}

@@ -396,7 +396,7 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 		}
 		if p.Status.Flags&wire.StatusCongested != 0 {
 			s.stats.CongestionReports++
-			cut := s.rc.congested(now, s.grtt.grtt, p.Status.Flags&wire.StatusWindow != 0 || p.Status.Overruns > 0)
+			cut := s.rc.congested(now, s.grtt.grtt, p.Status.Severe())
 			if cut {
 				s.stats.RateCuts++
 				s.rateCut(now)

@@ -69,6 +69,13 @@ func Confirmation(src uint32) Status {
 	return Status{State: StateComplete, Flags: StatusConfirm, Complete: src}
 }
 
+// Severe reports whether s, a congestion report, is one the sender cuts
+// harder for: StatusWindow, or overruns counted (a receiver of a build
+// before StatusWindow reports those without it).
+func (s *Status) Severe() bool {
+	return s.Flags&StatusCongested != 0 && (s.Flags&StatusWindow != 0 || s.Overruns > 0)
+}
+
 // OwnCompletion reports whether s is a receiver's report of its own
 // completion: not a repair server's aggregate, not a confirmation.
 func (s *Status) OwnCompletion() bool {

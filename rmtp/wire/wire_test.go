@@ -889,3 +889,22 @@ func TestAdvertMappedAddress(t *testing.T) {
 		t.Fatalf("got %v, want an IPv4 address", got.Region.Addr())
 	}
 }
+
+// TestStatusSevere: a congestion report is severe with StatusWindow or
+// with overruns counted, not for a queue that is only filling, and no
+// other report is.
+func TestStatusSevere(t *testing.T) {
+	for _, c := range []struct {
+		s    wire.Status
+		want bool
+	}{
+		{wire.Status{Flags: wire.StatusCongested, QueuePermille: 300}, false},
+		{wire.Status{Flags: wire.StatusCongested | wire.StatusWindow}, true},
+		{wire.Status{Flags: wire.StatusCongested, Overruns: 3}, true},
+		{wire.Status{Flags: wire.StatusLoss, Overruns: 3}, false},
+	} {
+		if got := c.s.Severe(); got != c.want {
+			t.Errorf("%+v: Severe() = %v, want %v", c.s, got, c.want)
+		}
+	}
+}
