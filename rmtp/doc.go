@@ -89,6 +89,11 @@
 //     complete, fsynced and renamed only after the SHA-256 matches; all
 //     file operations go through an os.Root on the destination. Modes are
 //     masked to 0777. Symlinks and special files are not sent.
+//   - The sender hashes every file before its first packet (the session
+//     ID comes from the manifest, which holds the hashes), and with
+//     SendOptions.HashCacheDir keeps the hash of each file of 8 MiB or
+//     more, used again while the file's inode, size, mtime and ctime are
+//     unchanged (hashcache.go; mcp send keeps it in --state-dir/sha256).
 //   - The pacer holds 20 ms of tokens: a sender sharing its cores with
 //     receivers is often descheduled for several milliseconds, and a
 //     smaller bucket lost most of the rate in the namespace lab.

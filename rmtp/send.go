@@ -31,6 +31,10 @@ type SendOptions struct {
 	// session, and the first pass continues where the crashed run was.
 	StateDir string
 	Resume   bool
+	// HashCacheDir, if set, is where the sender keeps the SHA-256 of
+	// the files it hashed (hashcache.go), so that sending a file again
+	// unchanged does not read it twice. "": hash every file every time.
+	HashCacheDir string
 	// RelayListen, if set, is a unicast address where relay repair
 	// servers subscribe (relay.go): every packet sent to the group is
 	// copied to each of them.
@@ -133,10 +137,16 @@ func Send(ctx context.Context, opts SendOptions) (SendReport, error) {
 	if k < 1 || k > wire.MaxK {
 		return rep, fmt.Errorf("k %d out of range [1, %d]", k, wire.MaxK)
 	}
-	m, files, err := BuildManifest(opts.Paths, symSize, k, logger)
+	cache := &hashCache{dir: opts.HashCacheDir, now: now}
+	hashStart := now()
+	m, files, err := buildManifest(opts.Paths, symSize, k, logger, cache)
 	if err != nil {
 		return rep, err
 	}
+	if err := cache.err(); err != nil {
+		logger.Warn("hash cache not written; files sent again will be hashed again", "err", err)
+	}
+	logger.Debug("files hashed", "cached", cache.hits, "ms", now().Sub(hashStart).Seconds()*1e3)
 	for i := range m.Entries {
 		if m.Entries[i].Kind == wire.KindFile {
 			rep.Files++

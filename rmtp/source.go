@@ -1,9 +1,7 @@
 package rmtp
 
 import (
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -26,6 +24,12 @@ import (
 // send files from outside the tree). Files are hashed here, so the
 // manifest can go first.
 func BuildManifest(paths []string, symbolSize, k int, logger *slog.Logger) (*wire.Manifest, []string, error) {
+	return buildManifest(paths, symbolSize, k, logger, nil)
+}
+
+// buildManifest is BuildManifest taking hashes from cache where it has
+// them (hashcache.go; nil: hash every file).
+func buildManifest(paths []string, symbolSize, k int, logger *slog.Logger, cache *hashCache) (*wire.Manifest, []string, error) {
 	if logger == nil {
 		logger = discardLogger
 	}
@@ -49,7 +53,7 @@ func BuildManifest(paths []string, symbolSize, k int, logger *slog.Logger) (*wir
 		} else {
 			e.Kind = wire.KindFile
 			e.Size = uint64(fi.Size())
-			sum, n, err := hashFile(local)
+			sum, n, err := cache.hashFile(local)
 			if err != nil {
 				return err
 			}
@@ -121,22 +125,6 @@ func BuildManifest(paths []string, symbolSize, k int, logger *slog.Logger) (*wir
 		return nil, nil, fmt.Errorf("%d entries exceed the limit of %d per session", len(m.Entries), wire.MaxManifestEntries)
 	}
 	return m, files, nil
-}
-
-func hashFile(name string) ([32]byte, uint64, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return [32]byte{}, 0, fmt.Errorf("cannot send %s: %w", name, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return [32]byte{}, 0, fmt.Errorf("read %s: %w", name, err)
-	}
-	var sum [32]byte
-	h.Sum(sum[:0])
-	return sum, uint64(n), nil
 }
 
 // FileSource reads file objects from local files, keeping a bounded

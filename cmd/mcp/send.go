@@ -34,6 +34,7 @@ type sendFlags struct {
 	relayListen string // --relay-listen
 	resume      bool   // --resume
 	stateDir    string // --state-dir
+	hashCache   bool   // --hash-cache
 }
 
 func newSendCmd() *cobra.Command {
@@ -91,7 +92,9 @@ exits 3 and says how many confirmed.`,
 	fs.BoolVar(&f.resume, "resume", false,
 		"continue the session these files make from where a crashed or interrupted send stopped (its checkpoint in --state-dir)")
 	fs.StringVar(&f.stateDir, "state-dir", "",
-		"where the sender keeps its checkpoint (default: the user cache directory, e.g. ~/.cache/mcp/send; \"none\": no checkpoint)")
+		"where the sender keeps its checkpoint and its cache of file hashes (default: the user cache directory, e.g. ~/.cache/mcp/send; \"none\": neither)")
+	fs.BoolVar(&f.hashCache, "hash-cache", true,
+		"keep the SHA-256 of files of 8 MiB or more in --state-dir/sha256, so that a file sent again unchanged (same inode, size, mtime and ctime) is not read and hashed again before the first packet")
 	fs.StringVar(&f.relayListen, "relay-listen", "",
 		"accept relay repair servers (mcp repair --relay) at this unicast IP:PORT and copy the stream to each over UDP, for sites the group does not reach")
 	addMetricsFlag(cmd)
@@ -196,6 +199,9 @@ func runSend(cmd *cobra.Command, f *sendFlags, paths []string) error {
 		}
 		if opts.StateDir, err = sendStateDir(f.stateDir); err != nil {
 			return err
+		}
+		if f.hashCache && opts.StateDir != "" {
+			opts.HashCacheDir = filepath.Join(opts.StateDir, "sha256")
 		}
 		opts.Resume = f.resume
 		if f.resume && opts.StateDir == "" {
