@@ -43,6 +43,11 @@ type erasureScratch struct {
 	missing []int
 	parity  []int
 	outs    [][]byte
+	// One missing symbol's combination for mulAdd: its terms, their
+	// coefficients, and the kernel's matrices.
+	terms [][]byte
+	tcoef []byte
+	mats  []uint64
 }
 
 // newErasureScratch makes scratch at the size of the largest block, so
@@ -56,6 +61,9 @@ func newErasureScratch() *erasureScratch {
 		missing: make([]int, 0, MaxSymbols),
 		parity:  make([]int, 0, MaxSymbols),
 		outs:    make([][]byte, 0, MaxSymbols),
+		terms:   make([][]byte, 0, MaxSymbols),
+		tcoef:   make([]byte, 0, MaxSymbols),
+		mats:    make([]uint64, MaxSymbols),
 	}
 }
 
@@ -190,18 +198,26 @@ func (c *Codec) rebuildMissing(k int, syms [][]byte, gen [][]byte) bool {
 		} else {
 			out = make([]byte, c.symbolSize)
 		}
-		// The first term sets out, the others add to it.
-		ll.GalMulSlice(inv[0], syms[k+parity[0]], out)
-		for r := 1; r < e; r++ {
-			if f := inv[r]; f != 0 {
-				ll.GalMulSliceXor(f, syms[k+parity[r]], out)
+		// One combination of the parity and present source symbols
+		// with a nonzero coefficient (gfni.go).
+		terms, tcoef := sc.terms[:0], sc.tcoef[:0]
+		for r, f := range inv {
+			if f != 0 {
+				terms, tcoef = append(terms, syms[k+parity[r]]), append(tcoef, f)
 			}
 		}
 		for j, f := range coef {
 			if f != 0 && len(syms[j]) != 0 {
-				ll.GalMulSliceXor(f, syms[j], out)
+				terms, tcoef = append(terms, syms[j]), append(tcoef, f)
 			}
 		}
+		if len(terms) == 0 {
+			clear(out) // unreachable: A⁻¹ has no zero row
+		} else {
+			mulAdd(tcoef, terms, out, sc.mats)
+		}
+		clear(terms) // do not keep callers' buffers alive from the pool
+		sc.terms, sc.tcoef = terms[:0], tcoef[:0]
 		// Kept aside until all are done: a later symbol's combination
 		// must not take this one for a present symbol.
 		outs = append(outs, out)

@@ -94,20 +94,21 @@ func (c *Codec) Parity(src [][]byte, first int, dst [][]byte) error {
 	if n == 0 {
 		return nil
 	}
-	if n == 1 {
+	if n == 1 || useGFNI {
 		// One parity symbol, the usual answer to a NAK: a row of
 		// multiply-adds is as fast as an encoder here, needs no cached
 		// encoder, and does not allocate (Encode does, inside the library,
-		// for k > 10). The tests check both paths give the same bytes.
+		// for k > 10). With the GFNI kernel (gfni.go) a row each is faster
+		// than the library's encoder for any count (BenchmarkParity,
+		// k=64, n=4: 3.9 µs against 7.5). The tests check both paths give
+		// the same bytes.
 		gen, err := generator(k)
 		if err != nil {
 			return fmt.Errorf("fec: parity: %w", err)
 		}
-		var ll reedsolomon.LowLevel
-		row, d := gen[first], dst[0]
-		ll.GalMulSlice(row[0], src[0], d)
-		for i := 1; i < k; i++ {
-			ll.GalMulSliceXor(row[i], src[i], d)
+		var mats [MaxSymbols]uint64
+		for i, d := range dst {
+			mulAdd(gen[first+i][:k], src, d, mats[:k])
 		}
 		return nil
 	}

@@ -526,23 +526,42 @@ const (
 	benchSymbolSize = 1408
 )
 
+// benchPaths runs f once per multiply-add path this CPU has (gfni.go):
+// the library's primitives, and the GFNI kernel.
+func benchPaths(b *testing.B, f func(b *testing.B)) {
+	defer func(v bool) { useGFNI = v }(useGFNI)
+	for _, gfni := range []bool{false, true} {
+		if gfni && !haveGFNI {
+			continue
+		}
+		useGFNI = gfni
+		name := "library"
+		if gfni {
+			name = "gfni"
+		}
+		b.Run(name, f)
+	}
+}
+
 func BenchmarkParity(b *testing.B) {
 	for _, bc := range []struct{ first, n int }{{0, 1}, {0, 4}, {100, 1}, {100, 4}} {
 		b.Run(fmt.Sprintf("k=%d/first=%d/n=%d", benchK, bc.first, bc.n), func(b *testing.B) {
-			r := newRand(b, 1)
-			c := newTestCodec(b, benchSymbolSize)
-			src := randSymbols(r, benchK, benchSymbolSize)
-			dst := makeSymbols(bc.n, benchSymbolSize, 0)
-			if err := c.Parity(src, bc.first, dst); err != nil { // warm the caches
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.SetBytes(benchK * benchSymbolSize)
-			for b.Loop() {
-				if err := c.Parity(src, bc.first, dst); err != nil {
+			benchPaths(b, func(b *testing.B) {
+				r := newRand(b, 1)
+				c := newTestCodec(b, benchSymbolSize)
+				src := randSymbols(r, benchK, benchSymbolSize)
+				dst := makeSymbols(bc.n, benchSymbolSize, 0)
+				if err := c.Parity(src, bc.first, dst); err != nil { // warm the caches
 					b.Fatal(err)
 				}
-			}
+				b.ReportAllocs()
+				b.SetBytes(benchK * benchSymbolSize)
+				for b.Loop() {
+					if err := c.Parity(src, bc.first, dst); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		})
 	}
 }
@@ -555,32 +574,34 @@ func BenchmarkParity(b *testing.B) {
 func BenchmarkRebuild(b *testing.B) {
 	for _, bc := range []struct{ k, lost, m int }{{64, 3, 8}, {64, 13, 16}, {128, 6, 8}, {128, 26, 32}, {128, 128, 128}} {
 		b.Run(fmt.Sprintf("k=%d/lost=%d/m=%d", bc.k, bc.lost, bc.m), func(b *testing.B) {
-			k, lost, m := bc.k, bc.lost, bc.m
-			r := newRand(b, 2)
-			c := newTestCodec(b, benchSymbolSize)
-			src := randSymbols(r, k, benchSymbolSize)
-			parity := makeSymbols(m, benchSymbolSize, 0)
-			if err := c.Parity(src, 0, parity); err != nil {
-				b.Fatal(err)
-			}
-			spare := makeSymbols(lost, benchSymbolSize, 0)
-			syms := make([][]byte, k+m)
-			srcIdx, parIdx := make([]int, lost), make([]int, lost)
-			b.ReportAllocs()
-			b.SetBytes(int64(k * benchSymbolSize))
-			for b.Loop() {
-				copy(syms, src)
-				clear(syms[k:])
-				pickDistinct(r, k, srcIdx)
-				pickDistinct(r, m, parIdx)
-				for i := range lost {
-					syms[srcIdx[i]] = spare[i][:0]
-					syms[k+parIdx[i]] = parity[parIdx[i]]
-				}
-				if err := c.Rebuild(k, syms); err != nil {
+			benchPaths(b, func(b *testing.B) {
+				k, lost, m := bc.k, bc.lost, bc.m
+				r := newRand(b, 2)
+				c := newTestCodec(b, benchSymbolSize)
+				src := randSymbols(r, k, benchSymbolSize)
+				parity := makeSymbols(m, benchSymbolSize, 0)
+				if err := c.Parity(src, 0, parity); err != nil {
 					b.Fatal(err)
 				}
-			}
+				spare := makeSymbols(lost, benchSymbolSize, 0)
+				syms := make([][]byte, k+m)
+				srcIdx, parIdx := make([]int, lost), make([]int, lost)
+				b.ReportAllocs()
+				b.SetBytes(int64(k * benchSymbolSize))
+				for b.Loop() {
+					copy(syms, src)
+					clear(syms[k:])
+					pickDistinct(r, k, srcIdx)
+					pickDistinct(r, m, parIdx)
+					for i := range lost {
+						syms[srcIdx[i]] = spare[i][:0]
+						syms[k+parIdx[i]] = parity[parIdx[i]]
+					}
+					if err := c.Rebuild(k, syms); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		})
 	}
 }
