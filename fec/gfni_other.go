@@ -4,4 +4,6 @@ package fec
 
 const haveGFNI = false
 
-func gfniMulAdd(mats []uint64, in [][]byte, out []byte) { panic("fec: no GFNI kernel on this platform") }
+func gfniMulAdd(mats []uint64, in [][]byte, out []byte) {
+	panic("fec: no GFNI kernel on this platform")
+}
