@@ -79,6 +79,20 @@
 // ReconstructData remains only as the fallback for a singular matrix,
 // which an MDS code rules out.
 //
+// # GFNI
+//
+// Every combination (a rebuilt symbol, a parity symbol) goes through
+// mulAdd (gfni.go). Where the CPU and OS run AVX-512 with GFNI it makes
+// the whole combination in one pass over the output, multiplying 64
+// bytes of a term by its coefficient with one VGF2P8AFFINEQB (the
+// coefficient as an 8×8 bit matrix of the library's field), instead of
+// one library call per term, each reading and writing the output again
+// with AVX2 nibble tables. Then Parity makes any number of symbols a
+// row at a time, without the library's encoder and its allocations.
+// Elsewhere (or built with -tags purego) it is the library's primitives.
+// The bytes are the same either way (gfni_test.go compares both paths
+// with each other and with the library's encoder).
+//
 // # No inversion cache
 //
 // The library can cache inverses per loss pattern, but that cache grows
