@@ -176,7 +176,6 @@ func (c *Codec) rebuildMissing(k int, syms [][]byte, gen [][]byte) bool {
 	if invertRows(rows, e) != nil {
 		return false
 	}
-	var ll reedsolomon.LowLevel
 	if cap(sc.coef) < k {
 		sc.coef = make([]byte, MaxSymbols)
 	}
@@ -186,11 +185,16 @@ func (c *Codec) rebuildMissing(k int, syms [][]byte, gen [][]byte) bool {
 		inv := rows[l][e:] // row l of A⁻¹
 		// Coefficients of missing symbol l: on parity r, inv[r]; on
 		// present source j, sum over r of inv[r]·g[r][j].
-		clear(coef)
+		terms, tcoef := sc.terms[:0], sc.tcoef[:0]
 		for r, f := range inv {
 			if f != 0 {
-				ll.GalMulSliceXor(f, gen[parity[r]][:k], coef)
+				terms, tcoef = append(terms, gen[parity[r]][:k]), append(tcoef, f)
 			}
+		}
+		if len(terms) == 0 {
+			clear(coef) // unreachable: A⁻¹ has no zero row
+		} else {
+			mulAdd(tcoef, terms, coef, sc.mats) // one pass (gfni.go)
 		}
 		out := syms[missing[l]]
 		if cap(out) >= c.symbolSize {
@@ -200,7 +204,7 @@ func (c *Codec) rebuildMissing(k int, syms [][]byte, gen [][]byte) bool {
 		}
 		// One combination of the parity and present source symbols
 		// with a nonzero coefficient (gfni.go).
-		terms, tcoef := sc.terms[:0], sc.tcoef[:0]
+		terms, tcoef = sc.terms[:0], sc.tcoef[:0]
 		for r, f := range inv {
 			if f != 0 {
 				terms, tcoef = append(terms, syms[k+parity[r]]), append(tcoef, f)
