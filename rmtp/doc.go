@@ -112,8 +112,11 @@
 //   - A receiver in the first pass whose window of incomplete blocks is
 //     over 75% full (windowCongestFill) reports congestion the same way,
 //     with StatusWindow, which only a peer's StatusWindow report keeps
-//     quiet and which the sender answers with the 75% cut: a full window
-//     drops new data, whose blocks need whole blocks of repairs. One
+//     quiet and which the sender answers with the 75% cut. A block
+//     that finds the window full spills: its source symbols are written
+//     to their place in the file and read back when it gets room
+//     (Receiver.spill), so it needs only its missing symbols repaired;
+//     only parity for such a block is dropped (window_full). One
 //     that left the first pass (policy leave) does not. The window is 48
 //     MiB by default (DefaultWindowBytes).
 //   - The sender's socket has IP_RECVERR or IPV6_RECVERR

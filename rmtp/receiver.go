@@ -62,6 +62,9 @@ type ReceiverStats struct {
 	ParityPackets  uint64            `json:"parity_packets"` // parity symbols kept
 	RepairPackets  uint64            `json:"repair_packets"` // symbols flagged as repair, kept
 	DupPackets     uint64            `json:"dup_packets"`    // symbols already held or blocks already done
+	// SpilledSymbols: source symbols written straight to their place in
+	// the file because the window had no room for their block (spill).
+	SpilledSymbols uint64 `json:"spilled_symbols"`
 	BlocksRebuilt  uint64            `json:"blocks_rebuilt"` // blocks that needed decoding
 	NAKsSent       uint64            `json:"naks_sent"`      // NAK packets
 	NAKEntriesSent uint64            `json:"nak_entries_sent"`
@@ -149,7 +152,14 @@ type rblock struct {
 	// reserved: a NAK went out for this block before any of it arrived,
 	// and the window keeps room for its data (reservedBytes).
 	reserved bool
+	// disk marks source symbols written to the file while the block had
+	// no room in the window (spill); they are read back when it gets
+	// room (loadSpilled).
+	disk    [4]uint64
+	spilled bool
 }
+
+func (b *rblock) onDisk(i int) bool { return b.disk[i>>6]&(1<<(i&63)) != 0 }
 
 // robj is a receiver's view of one object.
 type robj struct {
@@ -431,9 +441,11 @@ func (r *Receiver) congest(now time.Time, fill uint16, window bool) bool {
 // blocks and room kept for NAKed ones) from which a receiver in the
 // first pass counts as falling behind, as one whose socket queue fills
 // does (NoteLoad): its repairs come slower than new blocks open. Once
-// the window is full it drops new data, whose blocks then need whole
-// blocks of repairs, which come slower still, and the session
-// collapses. Measured with a 32 MiB window (B, 8 receivers at 5%,
+// the window was full it dropped new data, whose blocks then needed
+// whole blocks of repairs, which came slower still, and the session
+// collapsed; it now spills those symbols to the file instead (spill),
+// and the report still slows the sender, whose new blocks would only
+// go to the disk and come back. Measured (before spilling) with a 32 MiB window (B, 8 receivers at 5%,
 // --rate 2G, where a GRTT of 35-55 ms on two loaded cores made a
 // block's repair take about as long as the window holds): without the
 // report 3 of 8 runs dropped 66,000-1,150,000 symbols for a full
@@ -750,6 +762,10 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 			b.reserved = false
 			r.reservedBytes -= need
 		} else if r.window+r.reservedBytes+need > r.cfg.WindowBytes {
+			if sym < k && d.Object != 0 {
+				r.spill(now, b, d, sym)
+				return
+			}
 			r.Drop("window_full")
 			if r.debug {
 				r.debugWindowFull(key)
@@ -758,13 +774,9 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 		}
 		r.window += need
 		r.noteWindow(now)
-		b.data = r.getBlock()[:need]
-		if cap(b.syms) < k+8 {
-			b.syms = make([][]byte, k, k+8)
-		}
-		b.syms = b.syms[:k]
-		for i := range b.syms {
-			b.syms[i] = b.data[i*r.lay.symbolSize : i*r.lay.symbolSize : (i+1)*r.lay.symbolSize]
+		r.allocBlock(b)
+		if b.spilled && !r.loadSpilled(b) {
+			return
 		}
 	}
 	for len(b.syms) <= sym {
@@ -794,6 +806,81 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 	if b.have >= k {
 		r.complete(now, b)
 	}
+}
+
+// allocBlock gives b its block buffer (the window already counts it)
+// and empty symbol slots.
+func (r *Receiver) allocBlock(b *rblock) {
+	k := b.k
+	b.data = r.getBlock()[:k*r.lay.symbolSize]
+	if cap(b.syms) < k+8 {
+		b.syms = make([][]byte, k, k+8)
+	}
+	b.syms = b.syms[:k]
+	for i := range b.syms {
+		b.syms[i] = b.data[i*r.lay.symbolSize : i*r.lay.symbolSize : (i+1)*r.lay.symbolSize]
+	}
+}
+
+// spill writes source symbol sym of a block that has no room in the
+// window to its place in the file instead of dropping it. A dropped
+// symbol had to be repaired, and a receiver whose window filled (a
+// receiver slower than the sender for a while: on this lab, the first
+// transfer after an idle minute, whose page-cache writes cost 3.7x)
+// then needed whole blocks repaired and collapsed into a long tail of
+// repairs. Spilled, the block needs only its missing symbols; they are
+// read back when it gets room (loadSpilled), or when all k are on disk.
+func (r *Receiver) spill(now time.Time, b *rblock, d *wire.Data, sym int) {
+	if b.onDisk(sym) {
+		r.stats.DupPackets++
+		return
+	}
+	off := r.lay.blockOffset(b.key.blk) + uint64(sym)*uint64(r.lay.symbolSize)
+	if err := r.store.WriteAt(b.key.obj, d.Payload, int64(off)); err != nil {
+		r.fileFailed(b.key.obj, err)
+		r.fail(err)
+		return
+	}
+	b.disk[sym>>6] |= 1 << (sym & 63)
+	b.spilled = true
+	r.stats.SpilledSymbols++
+	r.stats.DataPackets++
+	if d.Flags&wire.DataRepair != 0 {
+		r.stats.RepairPackets++
+	}
+	b.have++
+	if b.have >= b.k {
+		// Every source symbol is on disk: read them back (over the
+		// window for the moment; complete releases it) to hash them.
+		r.window += b.k * r.lay.symbolSize
+		r.allocBlock(b)
+		if r.loadSpilled(b) {
+			r.complete(now, b)
+		}
+	}
+}
+
+// loadSpilled reads a spilled block's symbols back from the file into
+// its new buffer; it reports false if the read failed (the receiver has
+// failed then).
+func (r *Receiver) loadSpilled(b *rblock) bool {
+	o := &r.objs[b.key.obj]
+	n := r.lay.blockBytes(o.size, b.key.blk)
+	if err := r.store.ReadAt(b.key.obj, b.data[:n], int64(r.lay.blockOffset(b.key.blk))); err != nil {
+		r.fail(fmt.Errorf("read back spilled block %d of object %d: %w", b.key.blk, b.key.obj, err))
+		return false
+	}
+	clear(b.data[n:])
+	ss := r.lay.symbolSize
+	for i := range b.k {
+		if !b.onDisk(i) {
+			clear(b.data[i*ss : (i+1)*ss]) // missing: whatever the file held there is not kept
+			continue
+		}
+		b.syms[i] = b.data[i*ss : (i+1)*ss]
+	}
+	b.disk, b.spilled = [4]uint64{}, false
+	return true
 }
 
 // keepEarly holds file symbols that arrive before the manifest, up to
@@ -1292,7 +1379,7 @@ func (r *Receiver) addEntry(b *rblock) {
 	mask := r.masks[n : n+ml : n+ml]
 	clear(mask)
 	for i := range b.k {
-		if i >= len(b.syms) || len(b.syms[i]) == 0 {
+		if (i >= len(b.syms) || len(b.syms[i]) == 0) && !b.onDisk(i) {
 			mask[i>>3] |= 1 << (i & 7)
 		}
 	}
