@@ -54,17 +54,17 @@ func FileObjects(m *wire.Manifest) []int {
 
 // ReceiverStats are a Receiver's counters.
 type ReceiverStats struct {
-	Session        string            `json:"session"`
-	Files          int               `json:"files"`
-	Bytes          uint64            `json:"bytes"`
-	BytesDone      uint64            `json:"bytes_done"`
-	DataPackets    uint64            `json:"data_packets"`   // source symbols kept
-	ParityPackets  uint64            `json:"parity_packets"` // parity symbols kept
-	RepairPackets  uint64            `json:"repair_packets"` // symbols flagged as repair, kept
-	DupPackets     uint64            `json:"dup_packets"`    // symbols already held or blocks already done
+	Session       string `json:"session"`
+	Files         int    `json:"files"`
+	Bytes         uint64 `json:"bytes"`
+	BytesDone     uint64 `json:"bytes_done"`
+	DataPackets   uint64 `json:"data_packets"`   // source symbols kept
+	ParityPackets uint64 `json:"parity_packets"` // parity symbols kept
+	RepairPackets uint64 `json:"repair_packets"` // symbols flagged as repair, kept
+	DupPackets    uint64 `json:"dup_packets"`    // symbols already held or blocks already done
 	// SpilledSymbols: source symbols written straight to their place in
 	// the file because the window had no room for their block (spill).
-	SpilledSymbols uint64 `json:"spilled_symbols"`
+	SpilledSymbols uint64            `json:"spilled_symbols"`
 	BlocksRebuilt  uint64            `json:"blocks_rebuilt"` // blocks that needed decoding
 	NAKsSent       uint64            `json:"naks_sent"`      // NAK packets
 	NAKEntriesSent uint64            `json:"nak_entries_sent"`
