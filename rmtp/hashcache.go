@@ -228,7 +228,7 @@ func (c *hashCache) hashFile(name string) ([32]byte, uint64, error) {
 	return sum, uint64(n), nil
 }
 
-// errHashCache is how a cache that could not be written is reported.
+// err reports the entries that could not be written, if any.
 func (c *hashCache) err() error {
 	if c == nil || c.errs == 0 {
 		return nil

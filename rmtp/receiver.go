@@ -54,19 +54,17 @@ func FileObjects(m *wire.Manifest) []int {
 
 // ReceiverStats are a Receiver's counters.
 type ReceiverStats struct {
-	Session       string `json:"session"`
-	Files         int    `json:"files"`
-	Bytes         uint64 `json:"bytes"`
-	BytesDone     uint64 `json:"bytes_done"`
-	DataPackets   uint64 `json:"data_packets"`   // source symbols kept
-	ParityPackets uint64 `json:"parity_packets"` // parity symbols kept
-	RepairPackets uint64 `json:"repair_packets"` // symbols flagged as repair, kept
-	DupPackets    uint64 `json:"dup_packets"`    // symbols already held or blocks already done
-	// SpilledSymbols: source symbols written straight to their place in
-	// the file because the window had no room for their block (spill).
-	SpilledSymbols uint64            `json:"spilled_symbols"`
-	BlocksRebuilt  uint64            `json:"blocks_rebuilt"` // blocks that needed decoding
-	NAKsSent       uint64            `json:"naks_sent"`      // NAK packets
+	Session        string            `json:"session"`
+	Files          int               `json:"files"`
+	Bytes          uint64            `json:"bytes"`
+	BytesDone      uint64            `json:"bytes_done"`
+	DataPackets    uint64            `json:"data_packets"`    // source symbols kept
+	ParityPackets  uint64            `json:"parity_packets"`  // parity symbols kept
+	RepairPackets  uint64            `json:"repair_packets"`  // symbols flagged as repair, kept
+	DupPackets     uint64            `json:"dup_packets"`     // symbols already held or blocks already done
+	SpilledSymbols uint64            `json:"spilled_symbols"` // source symbols written to the file while the window was full (spill)
+	BlocksRebuilt  uint64            `json:"blocks_rebuilt"`  // blocks that needed decoding
+	NAKsSent       uint64            `json:"naks_sent"`       // NAK packets
 	NAKEntriesSent uint64            `json:"nak_entries_sent"`
 	NAKsHeard      uint64            `json:"naks_heard"`      // NAK packets from peers
 	NAKsSuppressed uint64            `json:"naks_suppressed"` // own NAKs cancelled by a peer's
@@ -155,11 +153,13 @@ type rblock struct {
 	// disk marks source symbols written to the file while the block had
 	// no room in the window (spill); they are read back when it gets
 	// room (loadSpilled).
-	disk    [4]uint64
-	spilled bool
+	disk [4]uint64
 }
 
 func (b *rblock) onDisk(i int) bool { return b.disk[i>>6]&(1<<(i&63)) != 0 }
+
+// spilled reports whether any of b's symbols are on disk only.
+func (b *rblock) spilled() bool { return b.disk != [4]uint64{} }
 
 // robj is a receiver's view of one object.
 type robj struct {
@@ -775,7 +775,7 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 		r.window += need
 		r.noteWindow(now)
 		r.allocBlock(b)
-		if b.spilled && !r.loadSpilled(b) {
+		if b.spilled() && !r.loadSpilled(b) {
 			return
 		}
 	}
@@ -842,7 +842,6 @@ func (r *Receiver) spill(now time.Time, b *rblock, d *wire.Data, sym int) {
 		return
 	}
 	b.disk[sym>>6] |= 1 << (sym & 63)
-	b.spilled = true
 	r.stats.SpilledSymbols++
 	r.stats.DataPackets++
 	if d.Flags&wire.DataRepair != 0 {
@@ -873,13 +872,13 @@ func (r *Receiver) loadSpilled(b *rblock) bool {
 	clear(b.data[n:])
 	ss := r.lay.symbolSize
 	for i := range b.k {
-		if !b.onDisk(i) {
-			clear(b.data[i*ss : (i+1)*ss]) // missing: whatever the file held there is not kept
-			continue
+		// A slot not on disk stays missing (length 0): whatever the file
+		// held there is overwritten when it arrives or is rebuilt.
+		if b.onDisk(i) {
+			b.syms[i] = b.data[i*ss : (i+1)*ss]
 		}
-		b.syms[i] = b.data[i*ss : (i+1)*ss]
 	}
-	b.disk, b.spilled = [4]uint64{}, false
+	b.disk = [4]uint64{}
 	return true
 }
 
