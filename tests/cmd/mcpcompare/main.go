@@ -82,6 +82,7 @@ type config struct {
 	out, work   string
 	gro         bool // lab.Options.GRO: hosts receive like NICs
 	brnf        bool // lab.Options.BridgeNetfilter: bridged frames through the host firewall's hooks
+	noWarm      bool // skip warmPageCache before each cell
 }
 
 // defaultMCPRate is mcp's --rate unless MCP_RATE says otherwise: "tune"
@@ -114,6 +115,7 @@ func run() (int, error) {
 	flag.StringVar(&c.work, "work", lab.EnvOr("WORK", ""), "directory for the files and copies (default: a new temporary one)")
 	flag.BoolVar(&c.brnf, "brnf", lab.EnvOr("LAB_BRNF", "") == "1", "keep the kernel's br_netfilter default in the bridge namespace: every forwarded frame passes its IP hooks, once per port (lab.Options.BridgeNetfilter; env LAB_BRNF=1)")
 	flag.BoolVar(&c.gro, "gro", lab.EnvOr("LAB_GRO", "") == "1", "hosts' interfaces coalesce what they receive (GRO) as NICs do, and loss is applied on the bridge (lab.Options.GRO; env LAB_GRO=1)")
+	flag.BoolVar(&c.noWarm, "no-warm", lab.EnvOr("NO_WARM", "") == "1", "do not write and delete the cell's copies' worth of scratch data before each cell, so a cell may start on memory the VM handed back to its host (see warmPageCache; env NO_WARM=1)")
 	sweep := flag.Bool("sweep", false, "only delete namespaces left by dead lab processes, and exit")
 	flag.Parse()
 	if *sweep {
@@ -446,6 +448,36 @@ func tuneTool(ctx context.Context, c *config, t, setting string, n int, e *env, 
 }
 
 // measure runs one transfer of e.src with tool t and fills x.
+// warmPageCache writes n bytes of scratch data into dir and deletes
+// it, untimed, so that every cell's receivers write their copies into
+// memory in the same state, whatever ran before. Without it, the first
+// cell after a phase that wrote less (the tuning trials) or after an
+// idle pause starts on free memory that this VM's virtio_balloon free
+// page reporting has handed back to the host, and every page the
+// receivers' writes touch faults back in: the tool that runs first
+// (mcp) paid 2x the receiver CPU in those cells (0.94 s against 0.48 s
+// in the cell after it) while one held to a lower rate did not show it.
+func warmPageCache(dir string, n int64) error {
+	f, err := os.CreateTemp(dir, "warm-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i*7 + 1)
+	}
+	for n > 0 {
+		m := min(n, int64(len(buf)))
+		if _, err := f.Write(buf[:m]); err != nil {
+			return fmt.Errorf("warming the page cache in %s: %w", dir, err)
+		}
+		n -= m
+	}
+	return nil
+}
+
 func measure(ctx context.Context, x *cell, base *env, t tool, params []string, sum [32]byte) error {
 	e := *base
 	work := filepath.Join(filepath.Dir(filepath.Dir(e.src)), "dst")
@@ -459,6 +491,11 @@ func measure(ctx context.Context, x *cell, base *env, t tool, params []string, s
 		e.copies = append(e.copies, filepath.Join(d, filepath.Base(e.src)))
 	}
 	defer os.RemoveAll(work)
+	if !e.c.noWarm {
+		if err := warmPageCache(work, int64(len(e.rcv))*e.size); err != nil {
+			return err
+		}
+	}
 	before, err := sent(e.snd)
 	if err != nil {
 		return err
