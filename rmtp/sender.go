@@ -681,8 +681,8 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 		s.nextTail = now.Add(s.cfg.TailInterval)
 	}
 	s.pace.refill(now)
-	if s.rc.noteSent(now, s.stats.BytesSent, !s.ended && !now.Before(s.dataAt)) && s.debug && s.rc.auto {
-		s.cfg.Logger.Debug("rate", "rate_bps", s.rc.rate, "achieved_bps", s.rc.achieved)
+	if s.rc.noteSent(now, s.stats.BytesSent, !s.ended && !now.Before(s.dataAt)) && s.debug {
+		s.cfg.Logger.Debug("rate", "rate_bps", s.rc.rate, "achieved_bps", s.rc.achieved, "busy", s.rc.busyAchieved, "local_ceil_bps", s.rc.localCeil)
 	}
 	if s.rc.climb(now) {
 		s.pace.setRate(s.rc.rate)
