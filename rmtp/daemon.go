@@ -622,6 +622,7 @@ func addStats(dst, src *ReceiverStats) {
 	dst.RepairPackets += src.RepairPackets
 	dst.DupPackets += src.DupPackets
 	dst.BlocksRebuilt += src.BlocksRebuilt
+	dst.HashReread += src.HashReread
 	dst.NAKsSent += src.NAKsSent
 	dst.NAKEntriesSent += src.NAKEntriesSent
 	dst.NAKsHeard += src.NAKsHeard

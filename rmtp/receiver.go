@@ -58,13 +58,14 @@ type ReceiverStats struct {
 	Files          int               `json:"files"`
 	Bytes          uint64            `json:"bytes"`
 	BytesDone      uint64            `json:"bytes_done"`
-	DataPackets    uint64            `json:"data_packets"`    // source symbols kept
-	ParityPackets  uint64            `json:"parity_packets"`  // parity symbols kept
-	RepairPackets  uint64            `json:"repair_packets"`  // symbols flagged as repair, kept
-	DupPackets     uint64            `json:"dup_packets"`     // symbols already held or blocks already done
-	SpilledSymbols uint64            `json:"spilled_symbols"` // source symbols written to the file while the window was full (spill)
-	BlocksRebuilt  uint64            `json:"blocks_rebuilt"`  // blocks that needed decoding
-	NAKsSent       uint64            `json:"naks_sent"`       // NAK packets
+	DataPackets    uint64            `json:"data_packets"`       // source symbols kept
+	ParityPackets  uint64            `json:"parity_packets"`     // parity symbols kept
+	RepairPackets  uint64            `json:"repair_packets"`     // symbols flagged as repair, kept
+	DupPackets     uint64            `json:"dup_packets"`        // symbols already held or blocks already done
+	SpilledSymbols uint64            `json:"spilled_symbols"`    // source symbols written to the file while the window was full (spill)
+	BlocksRebuilt  uint64            `json:"blocks_rebuilt"`     // blocks that needed decoding
+	HashReread     uint64            `json:"hash_reread_blocks"` // blocks read back from the file to be hashed (they completed before a block ahead of them)
+	NAKsSent       uint64            `json:"naks_sent"`          // NAK packets
 	NAKEntriesSent uint64            `json:"nak_entries_sent"`
 	NAKsHeard      uint64            `json:"naks_heard"`      // NAK packets from peers
 	NAKsSuppressed uint64            `json:"naks_suppressed"` // own NAKs cancelled by a peer's
@@ -965,6 +966,7 @@ func (r *Receiver) hashForward(obj uint32) {
 		err := r.store.ReadAt(obj, buf, int64(r.lay.blockOffset(o.hashNext)))
 		if err == nil {
 			o.hash.Write(buf)
+			r.stats.HashReread++
 		}
 		r.blockPool = append(r.blockPool, buf[:cap(buf)])
 		if err != nil {
