@@ -1221,10 +1221,18 @@ func (r *Receiver) backoff(now time.Time, b *rblock) {
 // (at most 4x), up to MaxHoldoff. Longer waits were tried: they calm an
 // overloaded group but fill the receiver's window of incomplete blocks at
 // high rates, which then drops new data (TestLoss5pct in tests/ failed).
+// After the first pass ended it does not double, unless this receiver
+// left the pass (deferring) and is catching up: the sender then has
+// only repairs to send, and at 5% loss the last receiver's last blocks,
+// their repair lost too, waited 18-36 GRTTs for the next NAK (A, 8
+// receivers: 350 ms after every other receiver was done).
 // The sender lingers longer than MaxHoldoff (see Sender.linger), so a
 // receiver is never left re-asking a sender that has gone.
 func (r *Receiver) holdoff(b *rblock) time.Duration {
 	base := time.Duration((r.cfg.BackoffFactor + 3) * float64(r.grtt))
+	if r.ended && !r.deferring {
+		return min(base, MaxHoldoff(r.grtt))
+	}
 	return min(base<<min(b.retries, 2), MaxHoldoff(r.grtt))
 }
 
