@@ -25,6 +25,8 @@
 #   LAB_GRO       1: hosts coalesce what they receive (GRO) as NICs do, loss on the bridge (default: off, plain veths)
 #   LAB_BRNF      1: keep the kernel's br_netfilter default in the bridge namespace (every bridged frame through its IP hooks, once per port); default: off, the bridge forwards as a switch does
 #   MCP_DUMP      a directory: keep each mcp transfer's stderr logs and JSON documents there, one mcp-* directory per transfer
+#   NO_WARM       1: do not write and delete the cell's copies' worth of scratch data before each cell (default: warm, so that
+#                 every cell starts on memory in the same state; see warmPageCache in tests/cmd/mcpcompare)
 #
 # It installs the baselines if they are missing (Debian packages udpcast
 # and uftp; they are benchmark peers, never mcp dependencies), builds

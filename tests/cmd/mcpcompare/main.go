@@ -25,6 +25,11 @@
 // and the fastest whose copies are all exact is kept. The tuning trials
 // are printed.
 //
+// Before each cell, tuning trials included, it writes and deletes as
+// much scratch data as the cell's copies (warmPageCache; -no-warm or
+// NO_WARM=1 skips it), so that no tool starts on memory this VM has
+// handed back to its host.
+//
 // The matrix is SIZE (256M), RECEIVERS (1,4,8), LOSSES (0,1,5 percent,
 // at every receiver) and, at the largest N, one receiver at SLOW percent
 // (20) loss with the others at 0. It writes results.csv and one
