@@ -44,6 +44,11 @@ type FileStore struct {
 	// reserved is a path (the receiver's state directory) that no
 	// manifest entry may name or lie under.
 	reserved string
+	// wb is the range of object wbObj written since its writeback was
+	// last started (startWriteback).
+	wbObj          uint32
+	wbFrom, wbTo   int64
+	wbPendingBytes int64
 }
 
 // maxOpenFiles bounds the file descriptors a store keeps open.
@@ -228,7 +233,38 @@ func (s *FileStore) WriteAt(obj uint32, p []byte, off int64) error {
 		}
 		return fmt.Errorf("write %s: %w", s.m.Entries[s.objs[obj-1]].Path, err)
 	}
+	s.startWriteback(obj, f, off, int64(len(p)))
 	return nil
+}
+
+// writebackChunk is how much of a file is written before its writeback
+// to the disk is started.
+const writebackChunk = 8 << 20
+
+// startWriteback starts the disk writes of what was written to obj,
+// every writebackChunk bytes (sync_file_range SYNC_FILE_RANGE_WRITE:
+// it starts them and does not wait), so that the fsync before the
+// rename (Commit) finds little left to write. Without it the dirty
+// pages stayed in memory until then (the kernel's background writeback
+// starts at 10% of memory dirty): in the comparison lab (8 receivers,
+// 256 MiB each, setting A) each receiver's final fsync took 130-190 ms,
+// all eight at once, of a 2.8 s transfer. Blocks written out of order
+// below the range already started are left for the fsync. Errors are
+// ignored: the fsync reports what matters.
+func (s *FileStore) startWriteback(obj uint32, f *os.File, off, n int64) {
+	if obj != s.wbObj {
+		s.wbObj, s.wbFrom, s.wbTo, s.wbPendingBytes = obj, off, off+n, 0
+	}
+	if off+n <= s.wbFrom {
+		return
+	}
+	s.wbTo = max(s.wbTo, off+n)
+	s.wbPendingBytes += n
+	if s.wbPendingBytes < writebackChunk {
+		return
+	}
+	unix.SyncFileRange(int(f.Fd()), s.wbFrom, s.wbTo-s.wbFrom, unix.SYNC_FILE_RANGE_WRITE)
+	s.wbFrom, s.wbPendingBytes = s.wbTo, 0
 }
 
 // pwrite writes all of p to f at off. On 64-bit systems it calls
