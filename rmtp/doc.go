@@ -56,8 +56,9 @@
 //     unanswered (at most 4x, and at most MaxHoldoff: 40 GRTTs, at most 10 s); the sender
 //     lingers at least twice that, so nobody is left asking a sender that
 //     has gone. After the first pass (TAIL with TailEnd) it no longer
-//     doubles, except at a receiver that left the pass: the sender then
-//     sends only repairs, and the doubled wait held up the last blocks.
+//     doubles, except at a receiver that left the pass under policy
+//     leave: the sender then sends only repairs, and the doubled wait
+//     held up the last blocks.
 //   - A NAK asks for exactly what a block misses, except while the
 //     receiver's window of incomplete blocks is more than half full
 //     (MarginFill) during the first pass: then it asks for a margin on

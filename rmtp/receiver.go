@@ -1222,10 +1222,14 @@ func (r *Receiver) backoff(now time.Time, b *rblock) {
 // overloaded group but fill the receiver's window of incomplete blocks at
 // high rates, which then drops new data (TestLoss5pct in tests/ failed).
 // After the first pass ended it does not double, unless this receiver
-// left the pass (deferring) and is catching up: the sender then has
-// only repairs to send, and at 5% loss the last receiver's last blocks,
-// their repair lost too, waited 18-36 GRTTs for the next NAK (A, 8
-// receivers: 350 ms after every other receiver was done).
+// is deferring (it left the pass under policy leave): the sender then
+// has only repairs to send, and at 5% loss the last receiver's last
+// blocks, their repair lost too, waited 18-36 GRTTs for the next NAK (A,
+// 8 receivers: 350 ms after every other receiver was done). Other
+// receivers with much left after the pass (one that joined or resumed
+// late, one under policy wait) then NAK a block every 9 GRTTs while its
+// repair waits in the sender's queue: more NAK packets, not more data,
+// as the repairer drops a NAK for a repair it has queued or just sent.
 // The sender lingers longer than MaxHoldoff (see Sender.linger), so a
 // receiver is never left re-asking a sender that has gone.
 func (r *Receiver) holdoff(b *rblock) time.Duration {
