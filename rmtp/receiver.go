@@ -1234,10 +1234,11 @@ func (r *Receiver) backoff(now time.Time, b *rblock) {
 // receiver is never left re-asking a sender that has gone.
 func (r *Receiver) holdoff(b *rblock) time.Duration {
 	base := time.Duration((r.cfg.BackoffFactor + 3) * float64(r.grtt))
+	doublings := min(b.retries, 2)
 	if r.ended && !r.deferring {
-		return min(base, MaxHoldoff(r.grtt))
+		doublings = 0
 	}
-	return min(base<<min(b.retries, 2), MaxHoldoff(r.grtt))
+	return min(base<<doublings, MaxHoldoff(r.grtt))
 }
 
 // MaxHoldoff bounds a receiver's wait between NAKs for one block: 40

@@ -244,17 +244,17 @@ const writebackChunk = 8 << 20
 // startWriteback starts the disk writes of what was written to obj,
 // every writebackChunk bytes (sync_file_range SYNC_FILE_RANGE_WRITE:
 // it starts them without waiting for them to finish), so that the fsync
-// before the rename (Commit) finds little left to write. It does block
-// when the device's queue is full (and a later write to a page being
-// written may wait for it where the device needs stable pages): a
-// receiver whose disk is slower than the network is then held to the
-// disk's speed while it receives, as a file larger than the kernel's
-// dirty-page budget always was, instead of at the fsync; such a
-// receiver falls behind and is handled as any slow one (slowpolicy.go). Without it the dirty
-// pages stayed in memory until then (the kernel's background writeback
-// starts at 10% of memory dirty): in the comparison lab (8 receivers,
-// 256 MiB each, setting A) each receiver's final fsync took 130-190 ms,
-// all eight at once, of a 2.8 s transfer. Blocks written out of order
+// before the rename (Commit) finds little left to write. Without it the
+// dirty pages stayed in memory until then (the kernel's background
+// writeback starts at 10% of memory dirty): in the comparison lab (8
+// receivers, 256 MiB each, setting A) each receiver's final fsync took
+// 130-190 ms, all eight at once, of a 2.8 s transfer. It does block when
+// the device's queue is full (and a later write to a page being written
+// may wait for it where the device needs stable pages): a receiver whose
+// disk is slower than the network is then held to the disk's speed while
+// it receives, as a file larger than the kernel's dirty-page budget
+// always was, instead of at the fsync; such a receiver falls behind and
+// is handled as any slow one (slowpolicy.go). Blocks written out of order
 // below the range already started, and a file's range when writes move
 // to another file, are left for the fsync. Errors are ignored here: a
 // write error stays recorded for the file's next fsync (Commit's, unless

@@ -452,7 +452,6 @@ func tuneTool(ctx context.Context, c *config, t, setting string, n int, e *env, 
 	return best, trials, nil
 }
 
-// measure runs one transfer of e.src with tool t and fills x.
 // warmPageCache writes n bytes of scratch data into dir and deletes
 // it, untimed, so that every cell's receivers write their copies into
 // memory in the same state, whatever ran before. Without it, the first
@@ -483,6 +482,7 @@ func warmPageCache(dir string, n int64) error {
 	return nil
 }
 
+// measure runs one transfer of e.src with tool t and fills x.
 func measure(ctx context.Context, x *cell, base *env, t tool, params []string, sum [32]byte) error {
 	e := *base
 	work := filepath.Join(filepath.Dir(filepath.Dir(e.src)), "dst")
