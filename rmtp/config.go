@@ -85,6 +85,10 @@ type SenderConfig struct {
 	// Proactive is the number of parity symbols sent with every block
 	// before any NAK. 0 by default.
 	Proactive int
+	// ProactiveAuto makes the sender choose each block's proactive
+	// parity from the NAKs it draws (proactive.go); Proactive is then
+	// ignored. Not with ModeBestEffort, whose receivers never NAK.
+	ProactiveAuto bool
 	// RateBitsPerSec caps the sending rate including headers and repairs.
 	// If zero, DefaultRateBitsPerSec. Negative means unpaced.
 	RateBitsPerSec float64

@@ -147,7 +147,7 @@ type rblock struct {
 	due     bool
 	retries int
 	gen     uint32 // invalidates stale timer entries
-	fp      int    // first-pass symbols received (for the loss estimate)
+	fp      int    // first-pass source symbols received (for the loss estimate)
 	// reserved: a NAK went out for this block before any of it arrived,
 	// and the window keeps room for its data (reservedBytes).
 	reserved bool
@@ -752,9 +752,11 @@ func (r *Receiver) handleData(now time.Time, d *wire.Data) {
 	if b == nil {
 		b = r.newBlock(key, k)
 	}
-	if d.Flags&wire.DataRepair == 0 {
+	if d.Flags&wire.DataRepair == 0 && sym < k {
 		// Counted as arrived even if the window drops it below: the loss
-		// estimate is the network's (slowpolicy.go).
+		// estimate is the network's (slowpolicy.go). Source symbols
+		// only: how much proactive parity went with a block is the
+		// sender's choice per block (proactive.go).
 		b.fp++
 	}
 	if b.data == nil {

@@ -63,6 +63,12 @@ type SenderStats struct {
 	// one receiver's run: the next tells whether it is its alone
 	// (autorate.go).
 	LossPending uint64 `json:"loss_pending"`
+	// Proactive parity (ParityPackets counts it too): symbols sent with
+	// the first pass, and under ProactiveAuto the blocks judged to have
+	// drawn no NAK and a NAK (proactive.go).
+	ProactivePackets uint64 `json:"proactive_packets"`
+	ProactiveClean   uint64 `json:"proactive_blocks_clean"`
+	ProactiveNAKed   uint64 `json:"proactive_blocks_naked"`
 }
 
 // Sender is the sender engine: a state machine with no goroutines,
@@ -90,10 +96,11 @@ type Sender struct {
 	// Stream position: pos is the block being sent (or next to send);
 	// every block before it has been sent in full.
 	pos    blockKey
-	cur    []byte   // pos's symbols (k*symbolSize), nil until loaded
-	curK   int      // source symbols in pos
-	curSym int      // next symbol of pos to send
-	curPar [][]byte // proactive parity of pos
+	cur    []byte            // pos's symbols (k*symbolSize), nil until loaded
+	curK   int               // source symbols in pos
+	curSym int               // next symbol of pos to send
+	curPar [][]byte          // proactive parity of pos
+	pro    *proactiveTracker // ProactiveAuto; nil otherwise
 	ended  bool
 	// passRate is the rate when the first pass ended (slowpolicy.go).
 	passRate float64
@@ -135,6 +142,14 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ProactiveAuto {
+		if cfg.Mode == wire.ModeBestEffort {
+			return nil, fmt.Errorf("sender: automatic proactive parity learns from NAKs, which best-effort receivers never send; give a fixed count")
+		}
+		// Parity indices 0..reserve-1 are kept for the first pass, and
+		// ANNOUNCE says so (proactive.go).
+		cfg.Proactive = proactiveReserve(int(m.K))
+	}
 	if m.K == 0 || int(m.K)+cfg.Proactive > wire.MaxBlockSymbols {
 		return nil, fmt.Errorf("sender: k %d with %d proactive parity symbols exceeds %d symbols per block", m.K, cfg.Proactive, wire.MaxBlockSymbols)
 	}
@@ -164,6 +179,9 @@ func NewSender(cfg SenderConfig, m *wire.Manifest, src ObjectSource, now time.Ti
 		bufSize:   wire.HeaderSize + wire.DataHeaderSize + int(m.SymbolSize) + wire.TagSize,
 	}
 	s.pace.overhead = WireOverhead(cfg.DataGroup.Addr())
+	if cfg.ProactiveAuto {
+		s.pro = newProactiveTracker(int(m.K))
+	}
 	if s.rc.slow {
 		s.pace.setRate(s.rc.rate) // policy wait and rate auto start slow (ratectl.go)
 	}
@@ -246,6 +264,9 @@ func (s *Sender) Stats() SenderStats {
 	st.Completed, st.Failed = s.reports.Totals()
 	st.Regions = s.reports.Regions()
 	st.RateBps = max(s.rc.rate, 0)
+	if s.pro != nil {
+		st.ProactiveClean, st.ProactiveNAKed = s.pro.clean, s.pro.naked
+	}
 	return st
 }
 
@@ -592,6 +613,9 @@ func (s *Sender) handleNAK(now time.Time, n *wire.NAK) {
 	s.stats.NAKsHeard++
 	s.lastNAK = now
 	s.echo(now, n.EchoTimestamp, n.EchoDelayMicros)
+	if s.pro != nil {
+		s.pro.nak(n)
+	}
 	s.rep.HandleNAK(now, n, s.sent)
 }
 
@@ -682,7 +706,11 @@ func (s *Sender) AppendOutgoing(now time.Time, dst []Datagram) []Datagram {
 	}
 	s.pace.refill(now)
 	if s.rc.noteSent(now, s.stats.BytesSent, !s.ended && !now.Before(s.dataAt)) && s.debug {
-		s.cfg.Logger.Debug("rate", "rate_bps", s.rc.rate, "achieved_bps", s.rc.achieved, "busy", s.rc.busyAchieved, "local_ceil_bps", s.rc.localCeil)
+		proactive := -1
+		if s.pro != nil {
+			proactive = s.pro.count
+		}
+		s.cfg.Logger.Debug("rate", "rate_bps", s.rc.rate, "achieved_bps", s.rc.achieved, "busy", s.rc.busyAchieved, "local_ceil_bps", s.rc.localCeil, "proactive", proactive)
 	}
 	if s.rc.climb(now) {
 		s.pace.setRate(s.rc.rate)
@@ -769,6 +797,9 @@ func (s *Sender) appendControl(dst []Datagram, t wire.Type, now time.Time) []Dat
 // when the stream has just ended.
 func (s *Sender) nextData(now time.Time) Datagram {
 	if s.cur == nil {
+		if s.pro != nil {
+			s.pro.expire(now)
+		}
 		if !s.loadCurrent() {
 			return Datagram{}
 		}
@@ -782,6 +813,7 @@ func (s *Sender) nextData(now time.Time) Datagram {
 	} else {
 		payload = s.curPar[sym-s.curK]
 		s.stats.ParityPackets++
+		s.stats.ProactivePackets++
 	}
 	d := s.dataPacket(s.pos, sym, 0, payload)
 	s.curSym++
@@ -807,7 +839,11 @@ func (s *Sender) loadCurrent() bool {
 	s.curK = s.lay.blockSymbols(s.sizes[s.pos.obj], s.pos.blk)
 	s.curSym = 0
 	s.curPar = s.curPar[:0]
-	if p := min(s.cfg.Proactive, fec.MaxParity(s.curK)); p > 0 {
+	p := min(s.cfg.Proactive, fec.MaxParity(s.curK))
+	if s.pro != nil {
+		p = s.pro.forBlock(s.curK)
+	}
+	if p > 0 {
 		for len(s.symbolPool) < p {
 			s.symbolPool = append(s.symbolPool, make([]byte, s.lay.symbolSize))
 		}
@@ -824,6 +860,12 @@ func (s *Sender) loadCurrent() bool {
 
 func (s *Sender) advance(now time.Time) {
 	s.cur = nil
+	if s.pro != nil {
+		// The receivers find the block due when the next one's first
+		// symbol (or a TAIL) arrives, NAK within their slot window, and
+		// the NAK takes up to a GRTT back.
+		s.pro.sent(now, s.pos, s.curK, len(s.curPar), time.Duration((s.cfg.BackoffFactor+proactiveVerdictGRTTs)*float64(s.grtt.grtt)))
+	}
 	s.pos.blk++
 	if s.pos.blk >= s.nblocks[s.pos.obj] {
 		s.pos = blockKey{obj: s.pos.obj + 1}

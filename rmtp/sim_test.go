@@ -413,3 +413,58 @@ func TestGRTTFromStatus(t *testing.T) {
 		t.Errorf("GRTT after STATUS reports %v, want about the 2 ms round trip", st.GRTT)
 	}
 }
+
+// TestProactiveAuto: with ProactiveAuto and independent 5% loss at 8
+// receivers, the sender sends parity with most blocks, so that most
+// receivers complete them without a NAK round: the receivers send far
+// fewer NAKs, the sender no more symbols in all than without it (the
+// proactive parity is what the worst receiver needed anyway), and about
+// one block in ten comes through without any NAK. Without loss it sends
+// none.
+func TestProactiveAuto(t *testing.T) {
+	const receivers = 8
+	type result struct {
+		symbols, naks, proactive uint64
+		clean, naked             uint64
+		took                     time.Duration
+	}
+	run := func(seed uint64, auto bool, loss float64) result {
+		file := randBytes(seed, 16<<20)
+		w := newWorld(t, seed, receivers, rmtp.SenderConfig{ProactiveAuto: auto}, file)
+		rng := rand.New(rand.NewPCG(seed, 7))
+		w.sim.Drop = func(from, to *rmtptest.Node, p *wire.Packet) bool {
+			return rng.Float64() < loss
+		}
+		if err := w.sim.Run(w.allDone, 5*time.Minute); err != nil {
+			t.Fatalf("seed %d auto %v: %v", seed, auto, err)
+		}
+		w.check(t)
+		st := w.sender.Stats()
+		res := result{symbols: st.DataPackets + st.ParityPackets + st.RetransPackets, proactive: st.ProactivePackets,
+			clean: st.ProactiveClean, naked: st.ProactiveNAKed, took: w.sim.Now.Sub(epoch)}
+		for _, r := range w.receivers {
+			res.naks += r.Stats().NAKsSent
+		}
+		return res
+	}
+	for _, seed := range []uint64{1, 2, 3} {
+		off, on := run(seed, false, 0.05), run(seed, true, 0.05)
+		t.Logf("seed %d, 5%%: without: %d symbols, %d NAKs, done at %v; auto: %d symbols (%d proactive), %d NAKs, done at %v, blocks clean %d naked %d",
+			seed, off.symbols, off.naks, off.took, on.symbols, on.proactive, on.naks, on.took, on.clean, on.naked)
+		if on.proactive == 0 {
+			t.Errorf("seed %d: no proactive parity at 5%% loss", seed)
+		}
+		if float64(on.symbols) > 1.01*float64(off.symbols) {
+			t.Errorf("seed %d: auto sent %d symbols, over 1.01x the %d without", seed, on.symbols, off.symbols)
+		}
+		if float64(on.naks) > 0.6*float64(off.naks) {
+			t.Errorf("seed %d: receivers sent %d NAKs with auto, want at most 0.6x the %d without", seed, on.naks, off.naks)
+		}
+		if share := float64(on.clean) / float64(on.clean+on.naked); share < 0.03 || share > 0.3 {
+			t.Errorf("seed %d: %.2f of the blocks drew no NAK, want about 0.1", seed, share)
+		}
+		if none := run(seed, true, 0); none.proactive != 0 || none.naked != 0 {
+			t.Errorf("seed %d, no loss: %d proactive parity symbols, %d blocks NAKed; want 0", seed, none.proactive, none.naked)
+		}
+	}
+}

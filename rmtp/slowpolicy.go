@@ -46,13 +46,15 @@ const (
 )
 
 // notePass counts a block the first pass has just passed: kb source
-// symbols plus the session's proactive parity were sent, got of them
-// arrived (-1: the block was already complete, so none of it is missing).
+// symbols were sent, got of them arrived (-1: the block was already
+// complete, so none of it is missing). Proactive parity is left out: the
+// sender may choose it per block (proactive.go), and the source symbols'
+// loss is the network's all the same.
 func (r *Receiver) notePass(now time.Time, kb, got int) {
 	if r.ended {
 		return
 	}
-	sent := kb + int(r.ann.Proactive)
+	sent := kb
 	lost := 0
 	if got >= 0 {
 		lost = max(sent-got, 0)

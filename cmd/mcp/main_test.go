@@ -68,6 +68,8 @@ func TestUsageErrors(t *testing.T) {
 		{"bad ttl", []string{"send", "--interface", "lo", "--ttl", "300", "f"}, "--ttl 300 out of range"},
 		{"bad k", []string{"send", "--interface", "lo", "--fec-k", "0", "f"}, "--fec-k 0 out of range"},
 		{"bad proactive", []string{"send", "--interface", "lo", "--fec-proactive", "200", "f"}, "--fec-proactive 200 out of range"},
+		{"proactive not a count", []string{"send", "--interface", "lo", "--fec-proactive", "some", "f"}, `bad --fec-proactive "some": want auto or a count`},
+		{"proactive auto with best-effort", []string{"send", "--interface", "lo", "--mode", "best-effort", "f"}, "give a count such as --fec-proactive 16"},
 		{"bad symbol size", []string{"send", "--interface", "lo", "--symbol-size", "100000", "f"}, "--symbol-size 100000 out of range"},
 		{"zero linger", []string{"send", "--interface", "lo", "--linger", "0s", "f"}, "--linger 0s must be positive"},
 		{"confirmed without expect", []string{"send", "--interface", "lo", "--mode", "confirmed", "f"}, "--mode confirmed needs --expect N"},

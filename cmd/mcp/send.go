@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +23,7 @@ type sendFlags struct {
 	out         outFlags
 	rate        string
 	k           int
-	proactive   int
+	proactive   string
 	symbolSize  int
 	linger      time.Duration
 	mode        string
@@ -73,8 +74,8 @@ exits 3 and says how many confirmed.`,
 		"most bits per second to send, headers and repairs included (the sender slows down while receivers report they fall behind); K, M, G are powers of 1000; 0 or unlimited: no pacing; auto: start at 10M and find the rate from receivers' loss, auto:R: the same, never over R")
 	fs.IntVar(&f.k, "fec-k", rmtp.DefaultK,
 		fmt.Sprintf("source symbols per FEC block, 1 to %d", wire.MaxK))
-	fs.IntVar(&f.proactive, "fec-proactive", 0,
-		"parity symbols sent with every block before any NAK, for lossy or one-way links")
+	fs.StringVar(&f.proactive, "fec-proactive", "auto",
+		"parity symbols sent with every block before any NAK: auto (reliable and confirmed modes): as many as the group's worst receiver lacks in 9 blocks of 10, learnt from the NAKs, 0 without loss; N: that many with every block (best-effort mode needs a count)")
 	fs.IntVar(&f.symbolSize, "symbol-size", 0,
 		fmt.Sprintf("bytes of file data per packet, 1 to %d; 0: the largest that fits the interface MTU, at most %d", rmtp.MaxSymbolSizeOnWire, rmtp.DefaultSymbolSize))
 	fs.DurationVar(&f.linger, "linger", rmtp.DefaultLinger,
@@ -117,8 +118,15 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 	if f.k < 1 || f.k > wire.MaxK {
 		return o, usageErrorf("--fec-k %d out of range [1, %d]", f.k, wire.MaxK)
 	}
-	if f.proactive < 0 || f.k+f.proactive > wire.MaxBlockSymbols {
-		return o, usageErrorf("--fec-proactive %d out of range [0, %d] with --fec-k %d", f.proactive, wire.MaxBlockSymbols-f.k, f.k)
+	proactive, proactiveAuto := 0, f.proactive == "auto"
+	if !proactiveAuto {
+		proactive, err = strconv.Atoi(f.proactive)
+		if err != nil {
+			return o, usageErrorf("bad --fec-proactive %q: want auto or a count of parity symbols", f.proactive)
+		}
+		if proactive < 0 || f.k+proactive > wire.MaxBlockSymbols {
+			return o, usageErrorf("--fec-proactive %d out of range [0, %d] with --fec-k %d", proactive, wire.MaxBlockSymbols-f.k, f.k)
+		}
 	}
 	if f.symbolSize < 0 || f.symbolSize > rmtp.MaxSymbolSizeOnWire {
 		return o, usageErrorf("--symbol-size %d out of range [1, %d] (0: derive from the MTU)", f.symbolSize, rmtp.MaxSymbolSizeOnWire)
@@ -150,6 +158,8 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 		return o, usageErrorf("--rate %s finds the rate from receivers' loss reports, which --mode best-effort is for doing without; give a rate such as --rate 200M", f.rate)
 	case mode == wire.ModeBestEffort && f.expect > 0:
 		return o, usageErrorf("--expect waits for receivers' reports, which --mode best-effort does not wait for; use --mode confirmed")
+	case mode == wire.ModeBestEffort && proactiveAuto:
+		return o, usageErrorf("--fec-proactive auto learns from receivers' NAKs, which --mode best-effort receivers never send; give a count such as --fec-proactive 16 (parity symbols per block of --fec-k %d)", f.k)
 	case f.expect > 0:
 		mode = wire.ModeConfirmed
 	}
@@ -159,7 +169,8 @@ func (f *sendFlags) options(paths []string) (rmtp.SendOptions, error) {
 		SymbolSize: f.symbolSize,
 		K:          f.k,
 		Sender: rmtp.SenderConfig{
-			Proactive:      f.proactive,
+			Proactive:      proactive,
+			ProactiveAuto:  proactiveAuto,
 			RateBitsPerSec: rate,
 			AutoRate:       auto,
 			Linger:         f.linger,

@@ -67,7 +67,7 @@ type Announce struct {
 	K              uint16
 	Codec          uint8
 	Mode           Mode
-	Proactive      uint16 // parity symbols sent with every block
+	Proactive      uint16 // parity indices kept for the first pass: at most this many go with a block (exactly, unless the sender chooses per block)
 	Objects        uint32 // number of objects, object 0 being the manifest
 	ManifestSize   uint64
 	ManifestHash   [32]byte

@@ -25,8 +25,8 @@ const DataHeaderSize = 12
 
 // DATA flags.
 const (
-	// DataRepair marks a symbol sent in answer to a NAK (or a proactive
-	// parity symbol), as opposed to the first pass of the stream.
+	// DataRepair marks a symbol sent in answer to a NAK, as opposed to
+	// the first pass of the stream (proactive parity included).
 	DataRepair     uint8 = 1 << 0
 	dataFlagsKnown       = DataRepair
 )
