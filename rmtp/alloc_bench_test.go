@@ -186,9 +186,22 @@ func (e *nakEncoder) packet(b *testing.B, obj, blk uint32, need int, first int) 
 // produces a batch in which the repairs of earlier NAKs (fresh parity,
 // one job per block after the aggregation window) share the rate with new
 // data (RepairShare 0.5). Every block gets a new bucket, history entry
-// and repair job.
+// and repair job. proactive=auto is the same with ProactiveAuto: every
+// block's verdict, the quantile over the last 64, and the parity it
+// chooses (every NAK asks for 3 more than was sent, so it climbs to the
+// 32 kept for it).
 func BenchmarkSenderRepair(b *testing.B) {
-	s, now := newBenchSender(b, SenderConfig{GRTT: time.Millisecond}, 1<<40)
+	for _, auto := range []bool{false, true} {
+		name := "proactive=0"
+		if auto {
+			name = "proactive=auto"
+		}
+		b.Run(name, func(b *testing.B) { benchSenderRepair(b, auto) })
+	}
+}
+
+func benchSenderRepair(b *testing.B, auto bool) {
+	s, now := newBenchSender(b, SenderConfig{GRTT: time.Millisecond, ProactiveAuto: auto}, 1<<40)
 	out := make([]Datagram, 0, DefaultBatch)
 	// 64 symbols and 3 repairs a block at 10 Gbit/s: a batch per 80 us
 	// carries about one block.
@@ -233,6 +246,9 @@ func BenchmarkSenderRepair(b *testing.B) {
 		b.Fatal("no repairs sent")
 	}
 	b.ReportMetric(float64(repairs)/float64(b.N), "repairs/op")
+	if auto && st.ProactivePackets == st0.ProactivePackets {
+		b.Fatal("no proactive parity sent")
+	}
 	reportPerPacket(b, packets, allocs)
 }
 
