@@ -35,11 +35,13 @@ import (
 // that was sent, so the estimate does not wind up while verdicts are on
 // their way (a count stepped up or down per verdict did: with a verdict
 // window of about 80 blocks at 15 ms GRTT it swung between 0 and 25).
-// When the loss stops, the count comes down a symbol per verdict window
-// (from 8 at 5% to 0 in about 700 blocks at 15 ms GRTT): the cost of not
-// letting the clean blocks, which are about one in ten at the quantile,
-// pull it down further. With no loss every block is clean and the count
-// stays at 0; a
+// While half the window or more came through clean (the loss stopped, or
+// the receiver that set the count left the pass) a clean block counts as
+// half what it carried, so the count comes down by half per verdict
+// window instead of by one (a receiver at 20% raised it to 20-25 before
+// it left, and at one symbol per window the other seven got 4% of the
+// file more than they needed). With no loss every block is clean and the
+// count stays at 0; a
 // receiver that left the pass (--slow-policy leave) or is crowded out
 // does not NAK and does not raise it. A NAK that arrives after the
 // verdict (a descheduled receiver) counts the block clean: the error is
@@ -80,6 +82,8 @@ type proactiveTracker struct {
 	worst        [proactiveWindow]int
 	sorted       [proactiveWindow]int
 	nworst, next int
+	cleanRing    [proactiveWindow]bool // which of worst drew no NAK
+	ncleanWindow int
 	// Counters for the sender's stats.
 	clean, naked uint64
 }
@@ -149,17 +153,30 @@ func (t *proactiveTracker) pop() proactiveVerdict {
 // judge adds a block's worst loss to the window and takes the count from
 // it.
 func (t *proactiveTracker) judge(v proactiveVerdict) {
-	worst := v.sent - 1 // clean: at most what it carried; probe down
-	if v.need > 0 {
-		t.naked++
-		worst = v.sent + v.need
-	} else {
+	clean := v.need == 0
+	worst := v.sent + v.need
+	if clean {
+		// At most what it carried: probe down, by one while the count
+		// is about right, by half while most blocks come through clean
+		// (the loss stopped, or the receiver that set it left).
 		t.clean++
+		worst = v.sent - 1
+		if 2*t.ncleanWindow >= t.nworst && t.nworst > 0 {
+			worst = v.sent / 2
+		}
+	} else {
+		t.naked++
 	}
 	if v.kb != t.k && v.kb > 0 {
 		worst = (worst*t.k + v.kb/2) / v.kb
 	}
-	t.worst[t.next] = max(worst, 0)
+	if t.nworst == proactiveWindow && t.cleanRing[t.next] {
+		t.ncleanWindow--
+	}
+	t.worst[t.next], t.cleanRing[t.next] = max(worst, 0), clean
+	if clean {
+		t.ncleanWindow++
+	}
 	t.next = (t.next + 1) % proactiveWindow
 	t.nworst = min(t.nworst+1, proactiveWindow)
 	s := t.sorted[:t.nworst]

@@ -70,7 +70,7 @@ func TestProactiveTracker(t *testing.T) {
 		lo, hi = min(lo, c), max(hi, c)
 	}
 	share := float64(tr.clean) / float64(tr.clean+tr.naked)
-	t.Logf("5%% at 8: counts after block 300 in [%d, %d], first ones %v; %d clean, %d NAKed (%.2f)", lo, hi, counts[:120:120][80:120], tr.clean, tr.naked, share)
+	t.Logf("5%% at 8: counts after block 300 in [%d, %d], first ones %v; %d clean, %d NAKed (%.2f)", lo, hi, counts[80:120], tr.clean, tr.naked, share)
 	// The 10% quantile of the worst of 8 Binomial(~137, 0.05) is 8-9.
 	if lo < 5 || hi > 12 {
 		t.Errorf("count swung over [%d, %d], want within [5, 12]", lo, hi)
@@ -89,7 +89,7 @@ func TestProactiveTracker(t *testing.T) {
 		t.Errorf("no loss: %d blocks NAKed", tr.naked)
 	}
 
-	// 5% for 600 blocks, then none: the count comes down to 0, a symbol
+	// 5% for 600 blocks, then none: the count comes down to 0, by half
 	// per verdict window (about 85 blocks here).
 	n := 0
 	_, counts = runProactive(t, 1600, lag, window, func(p int) int {
@@ -104,8 +104,49 @@ func TestProactiveTracker(t *testing.T) {
 		down = i
 	}
 	t.Logf("loss stopped at block 600: count %d at block 590, 0 from block %d", counts[590], down)
-	if counts[590] == 0 || down > 1500 {
-		t.Errorf("loss stopped at block 600: count %d at block 590, 0 from block %d; want > 0, then 0 by block 1500", counts[590], down)
+	if counts[590] == 0 || down > 1000 {
+		t.Errorf("loss stopped at block 600: count %d at block 590, 0 from block %d; want > 0, then 0 by block 1000", counts[590], down)
+	}
+
+	// One receiver at 20% with seven at 5% for 200 blocks, then it leaves
+	// (its NAKs stop): the count follows it up, then comes back to the
+	// seven's within 400 blocks.
+	worstOf := func(p int, rates ...float64) int {
+		w := 0
+		for _, r := range rates {
+			l := 0
+			for range 128 + p {
+				if rng.Float64() < r {
+					l++
+				}
+			}
+			w = max(w, l)
+		}
+		return w
+	}
+	seven := []float64{0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05}
+	n = 0
+	_, counts = runProactive(t, 1000, lag, window, func(p int) int {
+		n++
+		if n <= 200 {
+			return worstOf(p, append(seven, 0.2)...)
+		}
+		return worstOf(p, seven...)
+	})
+	peak, after := 0, 0
+	for _, c := range counts[:300] {
+		peak = max(peak, c)
+	}
+	for _, c := range counts[600:] {
+		after = max(after, c)
+	}
+	var sample []int
+	for i := 100; i < 700; i += 40 {
+		sample = append(sample, counts[i])
+	}
+	t.Logf("one at 20%% leaves at block 200: peak %d, at most %d from block 600; every 40th from block 100: %v", peak, after, sample)
+	if peak < 15 || after > 10 {
+		t.Errorf("one at 20%% leaves at block 200: peak %d, at most %d from block 600; want >= 15, then <= 10", peak, after)
 	}
 }
 
