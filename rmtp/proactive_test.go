@@ -32,7 +32,7 @@ func runProactive(t *testing.T, blocks int, lag, window time.Duration, worstLoss
 			tr.nak(n)
 			naks = naks[1:]
 		}
-		tr.expire(now)
+		tr.expire(now, time.Time{})
 		p := tr.forBlock(k)
 		counts = append(counts, p)
 		key := blockKey{1, uint32(i)}

@@ -65,10 +65,12 @@ type SenderStats struct {
 	LossPending uint64 `json:"loss_pending"`
 	// Proactive parity (ParityPackets counts it too): symbols sent with
 	// the first pass, and under ProactiveAuto the blocks judged to have
-	// drawn no NAK and a NAK (proactive.go).
+	// drawn no NAK and a NAK, and those not judged, sent around
+	// congestion that lost packets (proactive.go).
 	ProactivePackets uint64 `json:"proactive_packets"`
 	ProactiveClean   uint64 `json:"proactive_blocks_clean"`
 	ProactiveNAKed   uint64 `json:"proactive_blocks_naked"`
+	ProactiveSkipped uint64 `json:"proactive_blocks_skipped"`
 }
 
 // Sender is the sender engine: a state machine with no goroutines,
@@ -101,7 +103,11 @@ type Sender struct {
 	curSym int               // next symbol of pos to send
 	curPar [][]byte          // proactive parity of pos
 	pro    *proactiveTracker // ProactiveAuto; nil otherwise
-	ended  bool
+	// congestionLossAt: the last congestion that lost packets (a
+	// receiver's socket queue overflowed, this host's interface queue
+	// dropped), for the proactive parity's verdicts.
+	congestionLossAt time.Time
+	ended            bool
 	// passRate is the rate when the first pass ended (slowpolicy.go).
 	passRate float64
 	endAt    time.Time
@@ -265,7 +271,7 @@ func (s *Sender) Stats() SenderStats {
 	st.Regions = s.reports.Regions()
 	st.RateBps = max(s.rc.rate, 0)
 	if s.pro != nil {
-		st.ProactiveClean, st.ProactiveNAKed = s.pro.clean, s.pro.naked
+		st.ProactiveClean, st.ProactiveNAKed, st.ProactiveSkipped = s.pro.clean, s.pro.naked, s.pro.skipped
 	}
 	return st
 }
@@ -417,6 +423,9 @@ func (s *Sender) HandlePacket(now time.Time, from netip.AddrPort, p *wire.Packet
 		}
 		if p.Status.Flags&wire.StatusCongested != 0 {
 			s.stats.CongestionReports++
+			if p.Status.Overruns > 0 {
+				s.congestionLossAt = now // a socket queue overflowed
+			}
 			cut := s.rc.congested(now, s.grtt.grtt, p.Status.Severe())
 			if cut {
 				s.stats.RateCuts++
@@ -492,6 +501,7 @@ func (s *Sender) confirm(src uint32) {
 // rate does (a sample at --rate 1G into 500 Mbit/s had 90% dropped).
 func (s *Sender) NoteLocalDrops(now time.Time, n uint64) {
 	s.stats.LocalDrops += n
+	s.congestionLossAt = now
 	// The drop that starts a span is not in it: a GSO buffer's
 	// datagrams are dropped together. A sample spans one rate: one that
 	// began before a cut (on receivers' congestion reports) starts anew.
@@ -798,7 +808,7 @@ func (s *Sender) appendControl(dst []Datagram, t wire.Type, now time.Time) []Dat
 func (s *Sender) nextData(now time.Time) Datagram {
 	if s.cur == nil {
 		if s.pro != nil {
-			s.pro.expire(now)
+			s.pro.expire(now, s.congestionLossAt)
 		}
 		if !s.loadCurrent() {
 			return Datagram{}
